@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine:
+#   make demo   create .venv, install usmtl, write phantoms, train the quickstart
+#   make test   install the test extras and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUNS ?= runs
+
+.PHONY: demo test test-fast install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python setup.cfg setup.py
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/usmtl demo-data $(RUNS)/demo-data --patients 300
+	rm -rf $(RUNS)/quickstart
+	$(BIN)/usmtl fit --config configs/quickstart.yaml --manifest $(RUNS)/demo-data/manifest.csv --out $(RUNS)/quickstart
+	$(BIN)/usmtl predict $(RUNS)/quickstart $(RUNS)/demo-data/manifest.csv --split test --out $(RUNS)/quickstart/test_predictions.csv
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) $(RUNS) *.egg-info .pytest_cache

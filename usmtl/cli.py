@@ -1,0 +1,201 @@
+"""The ``usmtl`` command line: a thin layer over plain Python functions.
+
+Each command parses its arguments and calls one function a notebook could call too.
+TensorFlow is imported only inside the commands that need it, so ``usmtl --help`` is instant.
+Errors a user can act on (:class:`usmtl.errors.UsmtlError`) print without a traceback and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "configs", "quickstart.yaml")
+
+
+def _friendly_errors(func):
+    """Print UsmtlError as 'Error: ...' and exit 2, instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from usmtl.errors import UsmtlError
+
+        try:
+            return func(*args, **kwargs)
+        except UsmtlError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="usmtl")
+def main():
+    """Multi-task CNN for breast ultrasound: malignancy and axillary lymph-node metastasis,
+    tied by a hierarchical hinge (Li, Guo et al., Front. Physiol. 13:882648, 2022)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------
+
+
+@main.command("demo-data")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--patients", default=200, show_default=True, help="Number of synthetic patients.")
+@click.option("--size", default=160, show_default=True, help="Approximate image side in pixels.")
+@click.option("--seed", default=0, show_default=True)
+@_friendly_errors
+def demo_data(out, patients, size, seed):
+    """Write synthetic ultrasound phantoms with every label, boxes and a manifest to OUT."""
+    from usmtl.data.phantoms import make_phantoms
+
+    frame = make_phantoms(out, n_patients=patients, size=size, seed=seed)
+    click.echo(f"Wrote {len(frame)} images of {frame['patient_id'].nunique()} patients: "
+               f"{os.path.join(out, 'manifest.csv')}")
+
+
+@main.command("check")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@_friendly_errors
+def check(manifest):
+    """Report every problem of a MANIFEST at once, with line numbers; exit 1 if any."""
+    from usmtl.data.manifest import check_manifest
+
+    problems = check_manifest(manifest, progress=sys.stderr.isatty())
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {manifest}", err=True)
+        sys.exit(1)
+    click.echo(f"{manifest}: no problems found")
+
+
+@main.group("import")
+def import_group():
+    """Turn a public data set's layout into a manifest."""
+
+
+@import_group.command("busbra")
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write.")
+@click.option("--box", "box_source", type=click.Choice(["mask", "bbox"]), default="mask",
+              show_default=True, help="RoI from the pixel mask, or from the CSV's BBOX.")
+@_friendly_errors
+def import_busbra(root, out, box_source):
+    """BUS-BRA (Gomez-Flores et al., Med. Phys. 2024): bus_data.csv, Images/, Masks/."""
+    from usmtl.data.importers import import_busbra as run
+
+    frame = run(root, out, box_source=box_source)
+    click.echo(f"Wrote {len(frame)} rows to {out}")
+
+
+@import_group.command("busi")
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write.")
+@click.option("--include-normal", is_flag=True, help="Keep the 'normal' images (no lesion).")
+@_friendly_errors
+def import_busi(root, out, include_normal):
+    """BUSI (Dataset_BUSI_with_GT/{benign,malignant,normal}); one patient per image."""
+    from usmtl.data.importers import import_busi as run
+
+    frame = run(root, out, include_normal=include_normal)
+    click.echo(f"Wrote {len(frame)} rows to {out}")
+
+
+@import_group.command("labelimg")
+@click.argument("images", type=click.Path(exists=True, file_okay=False))
+@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="CSV with an 'image' column and label columns.")
+@click.option("--annotations", type=click.Path(exists=True, file_okay=False),
+              help="Folder of LabelImg XML files (default: beside the images).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write.")
+@_friendly_errors
+def import_labelimg(images, labels, annotations, out):
+    """A folder of images with LabelImg (Pascal VOC) boxes and a label table."""
+    from usmtl.data.importers import import_labelimg as run
+
+    frame = run(images, labels, out, annotations_dir=annotations)
+    click.echo(f"Wrote {len(frame)} rows to {out}")
+
+
+# ---------------------------------------------------------------------------------------
+# Training and prediction
+# ---------------------------------------------------------------------------------------
+
+_config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False),
+    help="Experiment YAML (default: configs/quickstart.yaml).")
+_set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set train.epochs=3 (repeatable).")
+
+
+@main.command("fit")
+@_config_option
+@_set_option
+@click.option("--variant", help="single-bm, single-alnm, multitask, multitask-hl or single:<task>.")
+@click.option("--manifest", type=click.Path(dir_okay=False), help="Manifest CSV.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--split-file", type=click.Path(), help="Reuse a split (split.csv or a run directory).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@_friendly_errors
+def fit_command(config_path, overrides, variant, manifest, out, split_file, resume):
+    """Train a model and write a run directory."""
+    _quiet_tensorflow()
+    from usmtl.config import load_config
+    from usmtl.errors import UsmtlError
+    from usmtl.evaluation.metrics import format_table
+    from usmtl.training.fit import fit
+
+    cfg = None
+    if not resume:
+        if manifest is None:
+            raise UsmtlError("usmtl fit needs --manifest (or --resume with an existing --out)")
+        cfg = load_config(config_path or DEFAULT_CONFIG, list(overrides), variant)
+    elif config_path or overrides or variant or manifest or split_file:
+        raise UsmtlError("--resume uses the run's own config, manifest and split; drop --config, "
+                         "--set, --variant, --manifest and --split-file")
+    result = fit(cfg, manifest, out, split_file=split_file, resume=resume)
+    click.echo(f"\nRun: {result.run_dir} ({result.seconds:.0f} s); best epoch: {result.best_epoch}")
+    if result.val_metrics:
+        click.echo("Validation metrics (best checkpoint, threshold 0.5):")
+        click.echo(format_table(result.val_metrics))
+
+
+@main.command("predict")
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@click.option("--box", help="x_min,y_min,x_max,y_max for a single image (0-based, max exclusive).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="Only rows of this split (uses the run's split.csv).")
+@click.option("--out", type=click.Path(dir_okay=False), help="CSV to write (default: print).")
+@click.option("--batch-size", default=32, show_default=True)
+@_friendly_errors
+def predict_command(model, input, box, split, out, batch_size):
+    """Per-task probabilities for an image (with --box) or a manifest, from a run directory
+    or a saved .keras model; flags rows where a child exceeds its parent."""
+    _quiet_tensorflow()
+    from usmtl.predict import predict
+
+    frame = predict(model, input, box=box, split=split, batch_size=batch_size)
+    if out:
+        frame.to_csv(out, index=False)
+        click.echo(f"Wrote {len(frame)} rows to {out}; hierarchy violations: "
+                   f"{int(frame['hierarchy_violation'].sum())}")
+    else:
+        click.echo(frame.to_csv(index=False), nl=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""Typed experiment configuration: dataclasses loaded from YAML, with dotted overrides.
+
+The layout follows TensorFlow Model Garden's experiment configs: one tree of small
+dataclasses, a YAML file per experiment, and ``--set key.sub=value`` overrides on the
+command line. An unknown key or a value of the wrong type is an error naming the key.
+
+Example:
+    >>> from usmtl.config import load_config
+    >>> cfg = load_config("configs/quickstart.yaml", ["train.epochs=3"])  # doctest: +SKIP
+    >>> cfg.train.epochs  # doctest: +SKIP
+    3
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from typing import Any, Optional, Union
+
+import yaml
+
+from usmtl.errors import ConfigError
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """One sigmoid head.
+
+    ``label`` is a manifest column (``malignant``) or a threshold on one
+    (``aln_count >= 2``); see :mod:`usmtl.tasks`. ``parent`` names the task this one is
+    nested in: a positive child implies a positive parent, which the hierarchical hinge
+    enforces on the predictions.
+    """
+
+    name: str = ""
+    label: str = ""
+    parent: Optional[str] = None
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Training-time augmentation (the paper uses strong augmentation). Evaluation never
+    augments."""
+
+    enabled: bool = True
+    crop_scale: list = dataclasses.field(default_factory=lambda: [0.6, 1.0])
+    crop_aspect: list = dataclasses.field(default_factory=lambda: [0.75, 1.333])
+    horizontal_flip: bool = True
+    # A vertical flip puts posterior shadowing above the lesion, which is not anatomy.
+    vertical_flip: bool = False
+    brightness: float = 0.15
+    contrast: float = 0.3
+    gamma: list = dataclasses.field(default_factory=lambda: [0.7, 1.4])
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """How images become model inputs and how patients are split."""
+
+    image_size: int = 256
+    # Fraction of the box's width/height added on each side: the peritumoral region matters.
+    roi_margin: float = 0.1
+    # Grow the shorter side of the RoI to a square before resizing, so shapes are not
+    # distorted (the taller-than-wide sign of malignancy survives).
+    square_roi: bool = True
+    test_fraction: float = 0.3
+    val_fraction: float = 0.15
+    split_seed: int = 0
+    # Label (a column or expression, as a task's label) stratifying the patient split;
+    # default: the first task's label. Variants keep the full config's, so they share a split.
+    stratify: Optional[str] = None
+    # "memory", "none", or a file path prefix for tf.data's file cache.
+    cache: str = "memory"
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+
+# Built by usmtl.model.backbones (kept here so that reading a config needs no TensorFlow).
+BACKBONE_NAMES = ("resnet50", "resnet_small", "mobilenet_v3_small", "efficientnet_b0")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Backbone, heads and the hierarchical hinge (HL)."""
+
+    backbone: str = "resnet50"
+    # "imagenet", "none", or a path to a weights file for the backbone.
+    weights: str = "imagenet"
+    # Widths and blocks per stage, used by the small "resnet_small" backbone only.
+    small_widths: list = dataclasses.field(default_factory=lambda: [32, 64, 128])
+    small_blocks: list = dataclasses.field(default_factory=lambda: [1, 1, 1])
+    dropout: float = 0.0
+    hinge: bool = True
+    hinge_margin: float = 0.1
+    hinge_weight: float = 0.05
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation: Adam with a step schedule, as in the paper."""
+
+    epochs: int = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    # Learning rate multiplied by lr_decay_factor every lr_decay_every epochs (0: never).
+    lr_decay_every: int = 50
+    lr_decay_factor: float = 0.1
+    seed: int = 0
+    # "auto" (mixed_float16 on GPU, float32 on CPU), "float32", "mixed_float16", "mixed_bfloat16".
+    precision: str = "auto"
+    # "auto" (mirrored over several GPUs), "default", "mirrored".
+    strategy: str = "auto"
+    # Weight positives by negatives/positives per task, through sample weights.
+    balance_classes: bool = False
+    # Epochs without a better validation AUC before stopping (0: never stop early).
+    early_stopping: int = 0
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """A whole experiment: tasks, data, model and training."""
+
+    name: str = "experiment"
+    tasks: list = dataclasses.field(default_factory=list)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def validate(self) -> "ExperimentConfig":
+        """Check values that types alone cannot (task graph, ranges). Returns self."""
+        from usmtl.tasks import TaskGraph
+
+        TaskGraph.from_config(self.tasks)
+        checks = [
+            ("data.image_size", self.data.image_size >= 32, "an integer >= 32"),
+            ("data.roi_margin", self.data.roi_margin >= 0, "a number >= 0"),
+            ("data.test_fraction", 0 <= self.data.test_fraction < 1, "in [0, 1)"),
+            ("data.val_fraction", 0 <= self.data.val_fraction < 1, "in [0, 1)"),
+            ("data.test_fraction + data.val_fraction",
+             self.data.test_fraction + self.data.val_fraction < 1, "below 1"),
+            ("train.epochs", self.train.epochs >= 1, "an integer >= 1"),
+            ("train.batch_size", self.train.batch_size >= 1, "an integer >= 1"),
+            ("train.learning_rate", self.train.learning_rate > 0, "a number > 0"),
+            ("model.hinge_margin", self.model.hinge_margin >= 0, "a number >= 0"),
+            ("model.hinge_weight", self.model.hinge_weight >= 0, "a number >= 0"),
+            ("model.dropout", 0 <= self.model.dropout < 1, "in [0, 1)"),
+        ]
+        for key, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{key} must be {expected}. Received: {_get(self, key)}")
+        choices = {
+            "train.precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+            "train.strategy": ("auto", "default", "mirrored"),
+        }
+        for key, allowed in choices.items():
+            if _get(self, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {allowed}. Received: {_get(self, key)!r}")
+        for key in ("data.augment.crop_scale", "data.augment.crop_aspect", "data.augment.gamma"):
+            value = _get(self, key)
+            if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or value[0] > value[1]:
+                raise ConfigError(f"{key} must be [low, high] with low <= high. Received: {value}")
+        if self.model.backbone not in BACKBONE_NAMES:
+            raise ConfigError(f"model.backbone must be one of {list(BACKBONE_NAMES)}. "
+                              f"Received: {self.model.backbone!r}")
+        return self
+
+
+def _get(cfg, dotted: str):
+    if "+" in dotted:
+        return "their sum " + str(sum(_get(cfg, k.strip()) for k in dotted.split("+")))
+    value = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with type checks that name the key
+# ---------------------------------------------------------------------------------------
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp, key: str):
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping. Received: {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if value is None:
+            return "none"
+    elif tp is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    else:
+        return value
+    raise ConfigError(f"{key} must be of type {_type_name(tp)}. Received: {value!r}")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            full = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"Unknown config key {full!r}; valid keys here: {sorted(names)}. "
+                              f"Received: {key}={data[key]!r}")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            full = f"{prefix}.{name}" if prefix else name
+            if cls is ExperimentConfig and name == "tasks":
+                kwargs[name] = _build_tasks(data[name])
+            else:
+                kwargs[name] = _coerce(data[name], hints[name], full)
+    return cls(**kwargs)
+
+
+def _build_tasks(value) -> list:
+    if not isinstance(value, list):
+        raise ConfigError(f"tasks must be a list of {{name, label, parent}}. Received: {value!r}")
+    tasks = []
+    for i, item in enumerate(value):
+        if isinstance(item, TaskConfig):
+            tasks.append(item)
+            continue
+        task = _coerce(item, TaskConfig, f"tasks[{i}]")
+        if not task.name or not task.label:
+            raise ConfigError(f"tasks[{i}] needs a name and a label. Received: {item!r}")
+        tasks.append(task)
+    return tasks
+
+
+def config_from_dict(data: dict) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from nested plain data."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"A config must be a mapping at its top level. Received: {data!r}")
+    return _build(ExperimentConfig, data).validate()
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to nested plain data."""
+    data = copy.deepcopy(data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"An override must look like key.sub=value. Received: {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Override {key!r}: value is not valid YAML ({exc}). "
+                              f"Received: {text!r}") from None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"Override {key!r}: {part!r} is not a section. Received: {item!r}")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None,
+                variant: str | None = None) -> ExperimentConfig:
+    """Load a YAML config (or the defaults), apply overrides, then a paper variant."""
+    data: dict = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"Config file not found. Received: {path}")
+        with open(path) as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping. Received: {type(data).__name__}")
+    try:
+        cfg = config_from_dict(apply_overrides(data, overrides or []))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+    if variant:
+        cfg = apply_variant(cfg, variant)
+    return cfg
+
+
+def save_config(cfg: ExperimentConfig, path: str) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------
+# The paper's four model variants
+# ---------------------------------------------------------------------------------------
+
+VARIANTS = ("single-bm", "single-alnm", "multitask", "multitask-hl")
+
+
+def apply_variant(cfg: ExperimentConfig, variant: str) -> ExperimentConfig:
+    """Derive one of the paper's four variants from a config's task hierarchy.
+
+    - ``single-bm``: the root task alone (malignancy), no HL.
+    - ``single-alnm``: the root's first child alone (ALNM), no HL.
+    - ``multitask``: every task, no HL.
+    - ``multitask-hl``: every task with the HL on each parent -> child edge.
+    - ``single:<task>``: any one task alone.
+    """
+    from usmtl.tasks import TaskGraph
+
+    cfg = copy.deepcopy(cfg)
+    graph = TaskGraph.from_config(cfg.tasks)
+    if cfg.data.stratify is None:
+        cfg.data.stratify = cfg.tasks[0].label
+    if variant == "single-bm":
+        keep = graph.roots[0]
+    elif variant == "single-alnm":
+        children = graph.children(graph.roots[0])
+        if not children:
+            raise ConfigError(f"Variant 'single-alnm' needs a child of task {graph.roots[0]!r}. "
+                              f"Received tasks: {graph.names}")
+        keep = children[0]
+    elif variant.startswith("single:"):
+        keep = variant.split(":", 1)[1]
+        if keep not in graph.names:
+            raise ConfigError(f"Unknown task in variant {variant!r}; tasks: {graph.names}. "
+                              f"Received: {keep!r}")
+    elif variant in ("multitask", "multitask-hl"):
+        cfg.model.hinge = variant == "multitask-hl"
+        cfg.name = f"{cfg.name}-{variant}"
+        return cfg.validate()
+    else:
+        raise ConfigError(f"Unknown variant; valid: {list(VARIANTS)} or 'single:<task>'. "
+                          f"Received: {variant!r}")
+    cfg.tasks = [TaskConfig(t.name, t.label, None) for t in cfg.tasks if t.name == keep]
+    cfg.model.hinge = False
+    cfg.name = f"{cfg.name}-{variant.replace(':', '-')}"
+    return cfg.validate()

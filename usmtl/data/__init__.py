@@ -1,0 +1,1 @@
+"""Data: manifests, image readers, importers, splits, RoI crops and the tf.data pipeline."""

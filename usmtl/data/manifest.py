@@ -1,0 +1,422 @@
+"""The manifest: one CSV row per image, the single way data enters ``usmtl``.
+
+Columns (paths are relative to the manifest's folder unless absolute):
+
+- ``image``: PNG/JPEG/BMP (8- or 16-bit; grey, RGB or RGBA) or single-frame DICOM file.
+- ``patient_id``: images of one patient always land in the same split.
+- labels: ``malignant`` and ``alnm`` in {0, 1}, ``aln_count`` a count >= 0; empty = unknown.
+- RoI: ``x_min, y_min, x_max, y_max`` (pixels, 0-based, max exclusive) or ``annotation``,
+  a LabelImg Pascal VOC XML file (several objects: their union).
+- optional ``mask`` (pixel mask of the lesion) and ``split`` (train/val/test).
+
+Any other column is kept and can be a task's label source (see :mod:`usmtl.tasks`).
+
+Example:
+    >>> from usmtl.data.manifest import read_manifest
+    >>> manifest = read_manifest("manifest.csv")  # doctest: +SKIP
+    >>> manifest.boxes()[:1]  # doctest: +SKIP
+    [Box(x_min=91, y_min=24, x_max=194, y_max=103)]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from usmtl.errors import ImageReadError, ManifestError
+
+BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
+BINARY_LABEL_COLUMNS = ("malignant", "alnm")
+COUNT_LABEL_COLUMNS = ("aln_count",)
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """A pixel box: 0-based, ``x_max`` and ``y_max`` exclusive."""
+
+    x_min: int
+    y_min: int
+    x_max: int
+    y_max: int
+
+    @property
+    def width(self) -> int:
+        return self.x_max - self.x_min
+
+    @property
+    def height(self) -> int:
+        return self.y_max - self.y_min
+
+    @property
+    def is_empty(self) -> bool:
+        return self.width <= 0 or self.height <= 0
+
+    def inside(self, height: int, width: int) -> bool:
+        return self.x_min >= 0 and self.y_min >= 0 and self.x_max <= width and self.y_max <= height
+
+    def union(self, other: "Box") -> "Box":
+        return Box(
+            min(self.x_min, other.x_min),
+            min(self.y_min, other.y_min),
+            max(self.x_max, other.x_max),
+            max(self.y_max, other.y_max),
+        )
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> "Box | None":
+        """Bounding box of the non-zero pixels, or None for an empty mask."""
+        ys, xs = np.nonzero(mask)
+        if len(xs) == 0:
+            return None
+        return cls(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
+
+# ---------------------------------------------------------------------------------------
+# LabelImg (Pascal VOC) annotations
+# ---------------------------------------------------------------------------------------
+
+
+def read_voc_box(path: str) -> Box:
+    """Read a LabelImg Pascal VOC XML file; several objects give the union of their boxes.
+
+    VOC coordinates are 1-based and inclusive, so ``xmin`` becomes ``xmin - 1`` and
+    ``xmax`` stays as it is (0-based exclusive).
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: annotation file not found") from None
+    except ET.ParseError as exc:
+        raise ManifestError(f"{path}: not a valid XML file ({exc})") from None
+    box = None
+    for obj in root.iter("object"):
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            continue
+        try:
+            values = [float(bnd.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+        except (TypeError, ValueError):
+            raise ManifestError(
+                f"{path}: a <bndbox> needs numeric xmin, ymin, xmax, ymax"
+            ) from None
+        b = Box(int(round(values[0])) - 1, int(round(values[1])) - 1,
+                int(round(values[2])), int(round(values[3])))
+        box = b if box is None else box.union(b)
+    if box is None:
+        raise ManifestError(f"{path}: no <object><bndbox> in the annotation")
+    return box
+
+
+def write_voc_box(path: str, image_path: str, height: int, width: int, box: Box,
+                  name: str = "lesion") -> None:
+    """Write ``box`` as a LabelImg Pascal VOC XML file (1-based inclusive coordinates)."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = os.path.basename(os.path.dirname(image_path))
+    ET.SubElement(root, "filename").text = os.path.basename(image_path)
+    ET.SubElement(root, "path").text = image_path
+    size = ET.SubElement(root, "size")
+    ET.SubElement(size, "width").text = str(width)
+    ET.SubElement(size, "height").text = str(height)
+    ET.SubElement(size, "depth").text = "3"
+    ET.SubElement(root, "segmented").text = "0"
+    obj = ET.SubElement(root, "object")
+    ET.SubElement(obj, "name").text = name
+    ET.SubElement(obj, "pose").text = "Unspecified"
+    ET.SubElement(obj, "truncated").text = "0"
+    ET.SubElement(obj, "difficult").text = "0"
+    bnd = ET.SubElement(obj, "bndbox")
+    for key, value in zip(("xmin", "ymin", "xmax", "ymax"),
+                          (box.x_min + 1, box.y_min + 1, box.x_max, box.y_max)):
+        ET.SubElement(bnd, key).text = str(value)
+    ET.indent(root)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing helpers
+# ---------------------------------------------------------------------------------------
+
+
+def parse_binary(value: str) -> float:
+    """'' -> NaN, '0'/'1' (also '0.0', '1.0', 'true', 'false') -> 0.0/1.0; else ValueError."""
+    text = str(value).strip().lower()
+    if text in ("", "nan", "na", "none"):
+        return math.nan
+    if text in ("true", "yes"):
+        return 1.0
+    if text in ("false", "no"):
+        return 0.0
+    number = float(text)
+    if number not in (0.0, 1.0):
+        raise ValueError(text)
+    return number
+
+
+def parse_count(value: str) -> float:
+    """'' -> NaN, a non-negative whole number -> float; else ValueError."""
+    text = str(value).strip().lower()
+    if text in ("", "nan", "na", "none"):
+        return math.nan
+    number = float(text)
+    if number < 0 or number != int(number):
+        raise ValueError(text)
+    return number
+
+
+def _cell(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value).strip()
+
+
+def write_manifest(frame: pd.DataFrame, path: str) -> None:
+    """Write a manifest atomically: a crash never leaves half a file behind."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".csv", dir=folder)
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------
+# The manifest
+# ---------------------------------------------------------------------------------------
+
+
+class Manifest:
+    """A parsed manifest. ``frame`` keeps every column of the CSV as text; parsed values
+    come from the methods. Row ``i`` of the frame is line ``i + 2`` of the file."""
+
+    def __init__(self, frame: pd.DataFrame, path: str, boxes: list[Box]):
+        self.frame = frame.reset_index(drop=True)
+        self.path = os.path.abspath(path)
+        self.root = os.path.dirname(self.path)
+        self._boxes = list(boxes)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @staticmethod
+    def line(index: int) -> int:
+        """The file line of frame row ``index`` (line 1 is the header)."""
+        return int(index) + 2
+
+    def where(self, index: int) -> str:
+        """'manifest.csv line 7 (image=a.png)': how errors name a row."""
+        image = self.frame.at[index, "image"] if "image" in self.frame else "?"
+        return f"{os.path.basename(self.path)} line {self.line(index)} (image={image})"
+
+    def resolve(self, value: str) -> str:
+        value = _cell(value)
+        return value if not value or os.path.isabs(value) else os.path.join(self.root, value)
+
+    def image_paths(self) -> list[str]:
+        return [self.resolve(v) for v in self.frame["image"]]
+
+    def mask_paths(self) -> list[str | None]:
+        if "mask" not in self.frame:
+            return [None] * len(self)
+        return [self.resolve(v) or None for v in self.frame["mask"]]
+
+    def boxes(self) -> list[Box]:
+        return list(self._boxes)
+
+    def patient_ids(self) -> np.ndarray:
+        return self.frame["patient_id"].astype(str).to_numpy()
+
+    def has_column(self, column: str) -> bool:
+        return column in self.frame.columns
+
+    def column(self, column: str) -> pd.Series:
+        if column not in self.frame.columns:
+            raise ManifestError(
+                f"{self.path}: no column {column!r}. Received columns: {list(self.frame.columns)}"
+            )
+        return self.frame[column]
+
+    def subset(self, mask) -> "Manifest":
+        """Rows where ``mask`` is true, as a new manifest (line numbers refer to the subset)."""
+        mask = np.asarray(mask, bool)
+        return Manifest(self.frame[mask], self.path, [b for b, keep in zip(self._boxes, mask) if keep])
+
+
+def read_manifest(path: str) -> Manifest:
+    """Read and validate the structure of a manifest (not the image files: see
+    :func:`check_manifest`). Every problem is reported at once in a :class:`ManifestError`."""
+    manifest, problems = _parse_manifest(path)
+    if problems:
+        raise ManifestError(f"{os.path.basename(path)}: {len(problems)} problem(s)", problems)
+    return manifest
+
+
+def _parse_manifest(path: str) -> tuple[Manifest, list[str]]:
+    """The manifest and its structural problems. Raises only when no row can be read."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    problems: list[str] = []
+    missing = [c for c in ("image", "patient_id") if c not in frame.columns]
+    has_box_columns = all(c in frame.columns for c in BOX_COLUMNS)
+    if not has_box_columns and "annotation" not in frame.columns:
+        missing.append("x_min,y_min,x_max,y_max or annotation")
+    if missing:
+        raise ManifestError(
+            f"{path}: missing required column(s): {', '.join(missing)}. "
+            f"Received columns: {list(frame.columns)}"
+        )
+    if len(frame) == 0:
+        raise ManifestError(f"{path}: the manifest has no rows")
+
+    manifest = Manifest(frame, path, [])
+    boxes: list[Box] = []
+    for i in range(len(frame)):
+        where = manifest.where(i)
+        row = frame.iloc[i]
+        if not _cell(row["image"]):
+            problems.append(f"{where}: empty 'image'")
+        if not _cell(row["patient_id"]):
+            problems.append(f"{where}: empty 'patient_id'")
+        for column in BINARY_LABEL_COLUMNS:
+            if column in frame.columns:
+                try:
+                    parse_binary(row[column])
+                except ValueError:
+                    problems.append(f"{where}: label {column!r} must be 0, 1 or empty. "
+                                    f"Received: {row[column]!r}")
+        for column in COUNT_LABEL_COLUMNS:
+            if column in frame.columns:
+                try:
+                    parse_count(row[column])
+                except ValueError:
+                    problems.append(f"{where}: {column!r} must be a whole number >= 0 or empty. "
+                                    f"Received: {row[column]!r}")
+        if "split" in frame.columns and _cell(row["split"]) not in ("",) + SPLITS:
+            problems.append(f"{where}: 'split' must be one of {SPLITS} or empty. "
+                            f"Received: {row['split']!r}")
+        box = None
+        if has_box_columns and any(_cell(row[c]) for c in BOX_COLUMNS):
+            try:
+                values = [float(_cell(row[c])) for c in BOX_COLUMNS]
+                if any(v != int(v) for v in values):
+                    raise ValueError
+                box = Box(*(int(v) for v in values))
+            except ValueError:
+                problems.append(f"{where}: box columns must be whole pixel numbers. Received: "
+                                + ", ".join(f"{c}={row[c]!r}" for c in BOX_COLUMNS))
+        elif "annotation" in frame.columns and _cell(row["annotation"]):
+            try:
+                box = read_voc_box(manifest.resolve(row["annotation"]))
+            except ManifestError as exc:
+                problems.append(f"{where}: {exc}")
+        else:
+            problems.append(f"{where}: no RoI (give x_min,y_min,x_max,y_max or annotation)")
+        if box is not None and box.is_empty:
+            problems.append(f"{where}: the box is empty. Received: {box}")
+        boxes.append(box if box is not None else Box(0, 0, 0, 0))
+    return Manifest(frame, path, boxes), problems
+
+
+def _label_array(manifest: Manifest, column: str, parse) -> np.ndarray:
+    """Parsed labels; values that do not parse (reported elsewhere) count as unknown."""
+    def tolerant(value):
+        try:
+            return parse(value)
+        except ValueError:
+            return math.nan
+    if not manifest.has_column(column):
+        return np.full(len(manifest), np.nan)
+    return np.array([tolerant(v) for v in manifest.frame[column]], dtype=float)
+
+
+def consistency_problems(manifest: Manifest) -> list[str]:
+    """Label and split problems that need no image file: ALNM on a benign mass, an
+    ``aln_count`` that disagrees with ``alnm``, one patient in two splits."""
+    problems = []
+    malignant = _label_array(manifest, "malignant", parse_binary)
+    alnm = _label_array(manifest, "alnm", parse_binary)
+    count = _label_array(manifest, "aln_count", parse_count)
+    for i in range(len(manifest)):
+        if alnm[i] == 1 and malignant[i] == 0:
+            problems.append(f"{manifest.where(i)}: ALNM positive on a benign mass "
+                            f"(alnm=1, malignant=0)")
+        if not math.isnan(count[i]) and not math.isnan(alnm[i]) and (count[i] > 0) != (alnm[i] == 1):
+            problems.append(f"{manifest.where(i)}: aln_count={int(count[i])} disagrees with "
+                            f"alnm={int(alnm[i])}")
+    if manifest.has_column("split"):
+        splits = manifest.frame["split"].map(_cell)
+        by_patient = pd.DataFrame({"patient": manifest.patient_ids(), "split": splits})
+        by_patient = by_patient[by_patient["split"] != ""]
+        for patient, group in by_patient.groupby("patient", sort=True):
+            names = sorted(set(group["split"]))
+            if len(names) > 1:
+                lines = ", ".join(str(manifest.line(i)) for i in group.index)
+                problems.append(f"{os.path.basename(manifest.path)}: patient {patient!r} is in "
+                                f"several splits {names} (lines {lines})")
+    return problems
+
+
+def file_problems(manifest: Manifest, rows: Iterable[int] | None = None, progress: bool = False) -> list[str]:
+    """Missing or unreadable image and mask files, and boxes outside their image."""
+    from usmtl.data.io import read_image
+
+    problems = []
+    rows = range(len(manifest)) if rows is None else rows
+    images, masks, boxes = manifest.image_paths(), manifest.mask_paths(), manifest.boxes()
+    iterator = rows
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(list(rows), desc="checking files", unit="image")
+    for i in iterator:
+        where = manifest.where(i)
+        try:
+            image = read_image(images[i])
+        except ImageReadError as exc:
+            problems.append(f"{where}: missing or unreadable image: {exc}")
+            image = None
+        if image is not None and not boxes[i].is_empty:
+            h, w = image.shape[:2]
+            if not boxes[i].inside(h, w):
+                problems.append(f"{where}: box {boxes[i]} lies outside the {w}x{h} image")
+        if masks[i]:
+            try:
+                mask = read_image(masks[i])
+            except ImageReadError as exc:
+                problems.append(f"{where}: missing or unreadable mask: {exc}")
+                continue
+            if image is not None and mask.shape[:2] != image.shape[:2]:
+                problems.append(f"{where}: mask is {mask.shape[1]}x{mask.shape[0]} but the image "
+                                f"is {image.shape[1]}x{image.shape[0]}")
+    return problems
+
+
+def check_manifest(path: str, progress: bool = False) -> list[str]:
+    """Every problem of a manifest, with line numbers; an empty list means it is usable.
+
+    Structure (columns, labels outside {0, 1}, boxes that are empty or unparsable), files
+    (missing or unreadable images and masks, boxes outside the image) and consistency (ALNM
+    on a benign mass, ``aln_count`` against ``alnm``, a patient in two splits).
+    """
+    try:
+        manifest, problems = _parse_manifest(path)
+    except ManifestError as exc:
+        return [str(exc)]
+    return problems + file_problems(manifest, progress=progress) + consistency_problems(manifest)

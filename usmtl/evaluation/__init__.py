@@ -1,0 +1,1 @@
+"""Evaluation: metrics and statistics in NumPy (no TensorFlow needed)."""

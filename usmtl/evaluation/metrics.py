@@ -1,0 +1,87 @@
+"""Binary metrics that skip unknown labels (NaN), as the paper reports them: accuracy,
+sensitivity, specificity, precision and F1 at a threshold, and ROC AUC.
+
+Keras' compiled metrics ignore per-output sample weights, so a head whose labels are all
+unknown would still report an AUC; these functions mask explicitly instead.
+
+Example:
+    >>> import numpy as np
+    >>> from usmtl.evaluation.metrics import binary_metrics
+    >>> m = binary_metrics(np.array([0, 1, np.nan, 1]), np.array([0.2, 0.8, 0.9, 0.4]))
+    >>> m["n"], m["auc"], m["sensitivity"]
+    (3, 1.0, 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+METRICS = ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den > 0 else math.nan
+
+
+def roc_auc(y_true, y_score) -> float:
+    """ROC AUC (Mann-Whitney, ties counted half); NaN when only one class is present."""
+    y_true = np.asarray(y_true, float)
+    y_score = np.asarray(y_score, float)
+    pos, neg = y_score[y_true == 1], y_score[y_true == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict:
+    """Metrics over the rows whose label is known (0 or 1); NaN where undefined."""
+    y_true = np.asarray(y_true, float).ravel()
+    y_score = np.asarray(y_score, float).ravel()
+    if y_true.shape != y_score.shape:
+        raise ValueError(f"labels and scores differ in length. Received: {y_true.shape} and "
+                         f"{y_score.shape}")
+    known = ~np.isnan(y_true) & ~np.isnan(y_score)
+    y, s = y_true[known], y_score[known]
+    pred = s >= threshold
+    tp = int(np.sum(pred & (y == 1)))
+    tn = int(np.sum(~pred & (y == 0)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    precision = _ratio(tp, tp + fp)
+    sensitivity = _ratio(tp, tp + fn)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    return {
+        "n": int(known.sum()),
+        "positives": int(np.sum(y == 1)),
+        "auc": roc_auc(y, s),
+        "accuracy": _ratio(tp + tn, len(y)),
+        "sensitivity": sensitivity,
+        "specificity": _ratio(tn, tn + fp),
+        "precision": precision,
+        "f1": f1,
+        "tp": tp, "tn": tn, "fp": fp, "fn": fn,
+        "threshold": float(threshold),
+    }
+
+
+def format_table(rows: dict[str, dict], columns=("n", "positives") + METRICS) -> str:
+    """A fixed-width text table: one row per task."""
+    header = ["task"] + list(columns)
+    lines = [header]
+    for name, metrics in rows.items():
+        cells = [name]
+        for column in columns:
+            value = metrics.get(column, math.nan)
+            if isinstance(value, float):
+                cells.append("-" if math.isnan(value) else f"{value:.3f}")
+            else:
+                cells.append(str(value))
+        lines.append(cells)
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                               enumerate(zip(row, widths))) for row in lines)

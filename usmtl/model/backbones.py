@@ -1,0 +1,121 @@
+"""Backbones: a feature extractor built *inside* the caller's graph.
+
+Backbones are built with ``input_tensor=`` so their layers live in the top-level functional
+graph, not nested as one layer: Grad-CAM tools need to reach the last convolutional block.
+``BACKBONES`` maps a config name to its builder and its input normalisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+import keras
+from keras import layers, ops
+
+from usmtl.config import BACKBONE_NAMES
+from usmtl.errors import ConfigError
+
+
+@keras.saving.register_keras_serializable(package="usmtl")
+class InputNormalization(keras.layers.Layer):
+    """Maps RGB images in [0, 255] to what a backbone expects.
+
+    Modes: ``caffe`` (ResNet50's ImageNet weights: RGB -> BGR, minus the ImageNet mean),
+    ``unit`` (divide by 255), ``none`` (the backbone normalises itself, as Keras'
+    MobileNetV3 and EfficientNet do).
+    """
+
+    MEAN_BGR = (103.939, 116.779, 123.68)
+
+    def __init__(self, mode: str = "caffe", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "unit", "none"):
+            raise ConfigError(f"InputNormalization mode must be caffe, unit or none. Received: {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype)
+        if self.mode == "caffe":
+            x = ops.flip(x, axis=-1) - ops.convert_to_tensor(self.MEAN_BGR, dtype=self.compute_dtype)
+        elif self.mode == "unit":
+            x = x / 255.0
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    build: Callable
+    normalization: str
+
+
+def _weights(weights: str):
+    if weights in (None, "none", "None", ""):
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    if not os.path.isfile(weights):
+        raise ConfigError(f"model.weights must be 'imagenet', 'none' or an existing file. "
+                          f"Received: {weights!r}")
+    return weights
+
+
+def _resnet50(x, weights, model_cfg):
+    return keras.applications.ResNet50(include_top=False, weights=_weights(weights),
+                                       input_tensor=x).output
+
+
+def _mobilenet_v3_small(x, weights, model_cfg):
+    return keras.applications.MobileNetV3Small(include_top=False, weights=_weights(weights),
+                                               input_tensor=x, include_preprocessing=True).output
+
+
+def _efficientnet_b0(x, weights, model_cfg):
+    return keras.applications.EfficientNetB0(include_top=False, weights=_weights(weights),
+                                             input_tensor=x).output
+
+
+def _resnet_small(x, weights, model_cfg):
+    """A small ResNet (basic blocks) for tests and CPU quickstarts: same structure as
+    ResNet50 (stem, residual stages, last block) at a fraction of the cost."""
+    if _weights(weights) is not None:
+        raise ConfigError("resnet_small has no pretrained weights; set model.weights to 'none'. "
+                          f"Received: {weights!r}")
+    widths, blocks = model_cfg.small_widths, model_cfg.small_blocks
+    if len(widths) != len(blocks) or not widths:
+        raise ConfigError(f"model.small_widths and model.small_blocks need the same non-zero "
+                          f"length. Received: {widths} and {blocks}")
+    x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("relu", name="stem_relu")(x)
+    for s, (width, count) in enumerate(zip(widths, blocks), start=1):
+        for b in range(1, count + 1):
+            stride = 2 if b == 1 else 1
+            name = f"stage{s}_block{b}"
+            shortcut = x
+            if stride != 1 or x.shape[-1] != width:
+                shortcut = layers.Conv2D(width, 1, strides=stride, use_bias=False,
+                                         name=f"{name}_proj")(x)
+                shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+            y = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False,
+                              name=f"{name}_conv1")(x)
+            y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+            y = layers.Activation("relu", name=f"{name}_relu1")(y)
+            y = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+            y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+            x = layers.Add(name=f"{name}_add")([shortcut, y])
+            x = layers.Activation("relu", name=f"{name}_out")(x)
+    return x
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet50": BackboneSpec(_resnet50, "caffe"),
+    "resnet_small": BackboneSpec(_resnet_small, "unit"),
+    "mobilenet_v3_small": BackboneSpec(_mobilenet_v3_small, "none"),
+    "efficientnet_b0": BackboneSpec(_efficientnet_b0, "none"),
+}
+assert tuple(BACKBONES) == BACKBONE_NAMES, "keep usmtl.config.BACKBONE_NAMES in step"

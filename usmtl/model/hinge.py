@@ -1,0 +1,67 @@
+"""The hierarchical hinge (HL) of Li, Guo et al., Front. Physiol. 13:882648 (2022).
+
+A tumour with axillary lymph-node metastasis is always malignant, so the probability of a
+child task should not exceed its parent's. The HL is label-free: it penalises every image
+whose child probability exceeds the parent's by more than a margin ``m``::
+
+    L_HL = (1/N) * sum_i max(0, p_child_i - p_parent_i - m)
+    L_all = L_BCE + lambda * L_HL          (paper: m = 0.1, lambda = 0.05)
+
+With several edges (malignancy -> alnm -> aln_ge_2 -> ...) the edge terms are summed, as
+Keras sums the per-head BCE terms.
+
+Example:
+    >>> import numpy as np
+    >>> from usmtl.model.hinge import HierarchicalHinge, hinge_value
+    >>> probs = {"malignancy": np.array([[0.2]]), "alnm": np.array([[0.9]])}
+    >>> round(float(hinge_value(probs, [("malignancy", "alnm")], 0.1)), 3)
+    0.6
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def hinge_value(probabilities: dict, edges, margin: float):
+    """Sum over ``(parent, child)`` edges of ``mean(max(0, p_child - p_parent - margin))``."""
+    total = 0.0
+    for parent, child in edges:
+        p_parent = ops.cast(probabilities[parent], "float32")
+        p_child = ops.cast(probabilities[child], "float32")
+        total = total + ops.mean(ops.relu(p_child - p_parent - margin))
+    return total
+
+
+@keras.saving.register_keras_serializable(package="usmtl")
+class HierarchicalHinge(keras.layers.Layer):
+    """Adds ``weight * hinge_value(...)`` to the model's losses; passes its inputs through.
+
+    Keras 3 has no model-level ``add_loss`` on symbolic tensors, so the loss is added inside
+    ``call``. The layer computes in float32 even under a mixed-precision policy.
+
+    Args:
+        edges: ``(parent, child)`` task-name pairs.
+        margin: the hinge margin ``m``.
+        weight: the loss weight ``lambda``.
+    """
+
+    def __init__(self, edges, margin: float = 0.1, weight: float = 0.05, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.edges = [tuple(edge) for edge in edges]
+        self.margin = float(margin)
+        self.weight = float(weight)
+
+    def call(self, probabilities):
+        self.add_loss(self.weight * hinge_value(probabilities, self.edges, self.margin))
+        return {name: ops.cast(p, "float32") for name, p in probabilities.items()}
+
+    def compute_output_spec(self, probabilities):
+        return {name: keras.KerasTensor(p.shape, "float32") for name, p in probabilities.items()}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(edges=[list(e) for e in self.edges], margin=self.margin, weight=self.weight)
+        return config

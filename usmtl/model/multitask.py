@@ -1,0 +1,54 @@
+"""The multi-task network: one shared backbone, one named sigmoid head per task, and the
+hierarchical hinge on every parent -> child edge (Li, Guo et al., Front. Physiol. 2022).
+
+Example:
+    >>> from usmtl.config import load_config
+    >>> from usmtl.model.multitask import build_model
+    >>> cfg = load_config("configs/quickstart.yaml", ["data.image_size=64"])  # doctest: +SKIP
+    >>> model = build_model(cfg)  # doctest: +SKIP
+    >>> sorted(model.output_names)  # doctest: +SKIP
+    ['alnm', 'malignancy']
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from usmtl.model.backbones import BACKBONES, InputNormalization
+from usmtl.model.hinge import HierarchicalHinge
+from usmtl.tasks import TaskGraph
+
+POOL_LAYER = "pool"
+HINGE_LAYER = "hierarchical_hinge"
+
+
+def build_model(cfg) -> keras.Model:
+    """Build the functional model of an :class:`~usmtl.config.ExperimentConfig`.
+
+    Inputs are RGB images in [0, 255] of ``data.image_size`` pixels; outputs are a dict
+    ``{task name: probability of shape (batch, 1)}``. Heads and hinge are float32 whatever
+    the global precision policy, so the loss sum never mixes dtypes.
+    """
+    graph = TaskGraph.from_config(cfg.tasks)
+    spec = BACKBONES[cfg.model.backbone]
+    size = cfg.data.image_size
+    inputs = keras.Input((size, size, 3), name="image")
+    x = InputNormalization(spec.normalization, name="normalization")(inputs)
+    features = spec.build(x, cfg.model.weights, cfg.model)
+    x = layers.GlobalAveragePooling2D(name=POOL_LAYER)(features)
+    if cfg.model.dropout > 0:
+        x = layers.Dropout(cfg.model.dropout, name="dropout")(x)
+    outputs = {name: layers.Dense(1, activation="sigmoid", dtype="float32", name=name)(x)
+               for name in graph.names}
+    if cfg.model.hinge and graph.edges:
+        outputs = HierarchicalHinge(graph.edges, cfg.model.hinge_margin, cfg.model.hinge_weight,
+                                    name=HINGE_LAYER)(outputs)
+    return keras.Model(inputs, outputs, name=cfg.name.replace(" ", "_"))
+
+
+def last_conv_layer(model: keras.Model) -> str:
+    """Name of the layer that feeds global pooling: the backbone's last convolutional block,
+    Grad-CAM's default layer."""
+    pool = model.get_layer(POOL_LAYER)
+    return pool._inbound_nodes[0].input_tensors[0]._keras_history.operation.name

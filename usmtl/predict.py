@@ -1,0 +1,128 @@
+"""Predictions from a run directory (its best checkpoint) or a saved ``.keras`` model.
+
+The RoI settings (size, margin, squaring) come from the run's ``config.yaml``, found beside
+the model or in a parent folder, so a prediction sees exactly what training saw.
+
+Example:
+    >>> from usmtl.predict import predict
+    >>> frame = predict("runs/quickstart", "demo/manifest.csv", split="test")  # doctest: +SKIP
+    >>> list(frame.columns)[:5]  # doctest: +SKIP
+    ['image', 'patient_id', 'split', 'p_malignancy', 'y_malignancy']
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from usmtl.config import ExperimentConfig, load_config
+from usmtl.errors import UsmtlError
+
+
+def find_run_files(model_path: str) -> tuple[str, str]:
+    """``(model file, config file)`` for a run directory or a ``.keras`` file in one."""
+    from usmtl.training.fit import BEST_MODEL, CONFIG_FILE
+
+    if os.path.isdir(model_path):
+        model_file = os.path.join(model_path, BEST_MODEL)
+        if not os.path.isfile(model_file):
+            raise UsmtlError(f"{model_path}: no {BEST_MODEL}; is it a finished run directory?")
+    elif model_path.endswith(".keras"):
+        model_file = model_path
+    else:
+        raise UsmtlError(f"MODEL must be a run directory or a .keras file. Received: {model_path}")
+    folder = os.path.dirname(os.path.abspath(model_file))
+    for _ in range(3):
+        candidate = os.path.join(folder, CONFIG_FILE)
+        if os.path.isfile(candidate):
+            return model_file, candidate
+        folder = os.path.dirname(folder)
+    raise UsmtlError(f"No {CONFIG_FILE} found beside {model_file} or in its parent folders; "
+                     f"it holds the RoI settings the model was trained with")
+
+
+def load_run(model_path: str):
+    """``(keras model, ExperimentConfig)`` of a run directory or ``.keras`` file."""
+    import keras
+
+    import usmtl.model.backbones  # noqa: F401  (registers the custom layers)
+    import usmtl.model.hinge  # noqa: F401
+
+    model_file, config_file = find_run_files(model_path)
+    return keras.models.load_model(model_file), load_config(config_file)
+
+
+def parse_box(text: str):
+    from usmtl.data.manifest import Box
+
+    try:
+        values = [int(v) for v in text.split(",")]
+        if len(values) != 4:
+            raise ValueError
+    except ValueError:
+        raise UsmtlError(f"--box must be x_min,y_min,x_max,y_max in whole pixels. "
+                         f"Received: {text!r}") from None
+    box = Box(*values)
+    if box.is_empty:
+        raise UsmtlError(f"--box is empty. Received: {text!r}")
+    return box
+
+
+def predict_arrays(model, cfg: ExperimentConfig, paths, boxes, batch_size: int = 32) -> dict:
+    """``{task: probabilities}`` for image files and their boxes."""
+    from usmtl.data.pipeline import make_dataset
+
+    dataset = make_dataset(paths, boxes, None, cfg.data, batch_size, training=False)
+    probs = model.predict(dataset, verbose=0)
+    return {name: np.ravel(p).astype(float) for name, p in probs.items()}
+
+
+def predict(model_path: str, input_path: str, box: str | None = None, split: str | None = None,
+            batch_size: int = 32) -> pd.DataFrame:
+    """Prediction frame (see :mod:`usmtl.evaluation.predictions`) for one image with ``box``
+    or for a manifest (optionally only the rows of one split of the run)."""
+    from usmtl.data.manifest import read_manifest
+    from usmtl.data.splits import load_split, rows_in_split
+    from usmtl.evaluation.predictions import predictions_frame
+    from usmtl.tasks import TaskGraph, label_table, parse_label
+
+    model, cfg = load_run(model_path)
+    graph = TaskGraph.from_config(cfg.tasks)
+    if box is not None or not input_path.lower().endswith(".csv"):
+        if box is None:
+            raise UsmtlError(f"A single image needs --box x_min,y_min,x_max,y_max. Received: {input_path}")
+        the_box = parse_box(box)
+        from usmtl.data.io import read_image
+
+        height, width = read_image(input_path).shape[:2]
+        if not the_box.inside(height, width):
+            raise UsmtlError(f"--box {box} lies outside the {width}x{height} image {input_path}")
+        probs = predict_arrays(model, cfg, [input_path], [the_box], batch_size)
+        return predictions_frame([input_path], [""], [""], probs, None, graph.edges)
+
+    manifest = read_manifest(input_path)
+    splits = np.array([""] * len(manifest), dtype=object)
+    split_file = os.path.join(os.path.dirname(find_run_files(model_path)[1]), "split.csv")
+    if os.path.isfile(split_file):
+        known = load_split(split_file)
+        splits = np.array([known.get(p, "") for p in manifest.patient_ids()], dtype=object)
+    if split is not None:
+        if not os.path.isfile(split_file):
+            raise UsmtlError(f"--split needs the run's split.csv. Received: {model_path}")
+        rows_in_split(manifest, load_split(split_file))  # every patient must be known
+        keep = splits == split
+        manifest, splits = manifest.subset(keep), splits[keep]
+        if len(manifest) == 0:
+            raise UsmtlError(f"No rows of {input_path} are in split {split!r}")
+    missing = [manifest.where(i) for i, p in enumerate(manifest.image_paths()) if not os.path.isfile(p)]
+    if missing:
+        from usmtl.errors import ManifestError
+
+        raise ManifestError(f"{input_path}: image file(s) not found", missing[:20])
+    present = [t for t in graph.tasks if manifest.has_column(parse_label(t.label)[0])]
+    labels = label_table(manifest, TaskGraph(present)) if present else {}
+    probs = predict_arrays(model, cfg, manifest.image_paths(), manifest.boxes(), batch_size)
+    return predictions_frame(manifest.frame["image"], manifest.patient_ids(), splits, probs,
+                             labels, graph.edges)

@@ -1,0 +1,1 @@
+"""Training: the ``fit`` driver and its callbacks."""
