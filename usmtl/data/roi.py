@@ -29,8 +29,11 @@ def roi_window(box: Box, margin: float, square: bool) -> tuple[int, int, int, in
     h = box.height * (1.0 + 2.0 * margin)
     if square:
         w = h = max(w, h)
+    # Round the size once, then the corner: rounding both edges apart could make a square
+    # window one pixel off square.
+    w, h = max(1, int(round(w))), max(1, int(round(h)))
     x0, y0 = int(round(cx - w / 2.0)), int(round(cy - h / 2.0))
-    return x0, y0, max(x0 + 1, int(round(cx + w / 2.0))), max(y0 + 1, int(round(cy + h / 2.0)))
+    return x0, y0, x0 + w, y0 + h
 
 
 def crop_window(image: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:

@@ -2,8 +2,13 @@
 radiomics baseline), so evaluation and comparison work on any of them.
 
 Columns: ``image``, ``patient_id``, ``split``, then per task ``p_<task>`` (probability) and
-``y_<task>`` (label; empty = unknown), then ``hierarchy_violation`` (1 where some child's
-probability exceeds its parent's) and ``violated_edges`` (``parent>child;...``).
+``y_<task>`` (label; empty = unknown), then:
+
+- ``hierarchy_violation``: 1 where some child is predicted positive while its parent is
+  negative at the threshold (ALNM without malignancy): the case a reader should look at;
+- ``violated_edges``: those edges, as ``parent>child;...``;
+- ``hierarchy_excess``: the largest ``p_child - p_parent`` over the edges (positive when a
+  child's probability is above its parent's at all).
 """
 
 from __future__ import annotations
@@ -14,23 +19,27 @@ import pandas as pd
 from usmtl.errors import UsmtlError
 
 
-def violations(probabilities: dict[str, np.ndarray], edges) -> tuple[np.ndarray, list[str]]:
-    """Per row: whether any ``(parent, child)`` edge has ``p_child > p_parent``, and which."""
+def violations(probabilities: dict[str, np.ndarray], edges, threshold: float = 0.5):
+    """Per row: hard violation flag, the violated edges, and the largest soft excess."""
     n = len(next(iter(probabilities.values()))) if probabilities else 0
     flags = np.zeros(n, bool)
+    excess = np.full(n, np.nan)
     names = [[] for _ in range(n)]
     for parent, child in edges:
         if parent not in probabilities or child not in probabilities:
             continue
-        bad = np.ravel(probabilities[child]) > np.ravel(probabilities[parent])
+        p_parent, p_child = np.ravel(probabilities[parent]), np.ravel(probabilities[child])
+        bad = (p_child >= threshold) & (p_parent < threshold)
         flags |= bad
+        excess = np.fmax(excess, p_child - p_parent)
         for i in np.flatnonzero(bad):
             names[i].append(f"{parent}>{child}")
-    return flags, [";".join(v) for v in names]
+    return flags, [";".join(v) for v in names], excess
 
 
 def predictions_frame(images, patient_ids, splits, probabilities: dict[str, np.ndarray],
-                      labels: dict[str, np.ndarray] | None, edges) -> pd.DataFrame:
+                      labels: dict[str, np.ndarray] | None, edges,
+                      threshold: float = 0.5) -> pd.DataFrame:
     """Assemble a prediction file's rows."""
     frame = pd.DataFrame({"image": list(images), "patient_id": list(patient_ids),
                           "split": list(splits)})
@@ -38,9 +47,10 @@ def predictions_frame(images, patient_ids, splits, probabilities: dict[str, np.n
         frame[f"p_{name}"] = np.ravel(p).astype(float)
         if labels is not None and name in labels:
             frame[f"y_{name}"] = np.ravel(labels[name]).astype(float)
-    flags, which = violations(probabilities, edges)
+    flags, which, excess = violations(probabilities, edges, threshold)
     frame["hierarchy_violation"] = flags.astype(int)
     frame["violated_edges"] = which
+    frame["hierarchy_excess"] = excess
     return frame
 
 

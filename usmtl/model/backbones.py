@@ -79,6 +79,11 @@ def _efficientnet_b0(x, weights, model_cfg):
                                              input_tensor=x).output
 
 
+# Short CPU runs take a few hundred steps; Keras' default 0.99 leaves the moving statistics
+# far from the data by then, and inference-mode predictions collapse to one class.
+BN_MOMENTUM = 0.9
+
+
 def _resnet_small(x, weights, model_cfg):
     """A small ResNet (basic blocks) for tests and CPU quickstarts: same structure as
     ResNet50 (stem, residual stages, last block) at a fraction of the cost."""
@@ -90,7 +95,7 @@ def _resnet_small(x, weights, model_cfg):
         raise ConfigError(f"model.small_widths and model.small_blocks need the same non-zero "
                           f"length. Received: {widths} and {blocks}")
     x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
     for s, (width, count) in enumerate(zip(widths, blocks), start=1):
         for b in range(1, count + 1):
@@ -100,13 +105,13 @@ def _resnet_small(x, weights, model_cfg):
             if stride != 1 or x.shape[-1] != width:
                 shortcut = layers.Conv2D(width, 1, strides=stride, use_bias=False,
                                          name=f"{name}_proj")(x)
-                shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+                shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
             y = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False,
                               name=f"{name}_conv1")(x)
-            y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+            y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
             y = layers.Activation("relu", name=f"{name}_relu1")(y)
             y = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-            y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+            y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
             x = layers.Add(name=f"{name}_add")([shortcut, y])
             x = layers.Activation("relu", name=f"{name}_out")(x)
     return x

@@ -237,12 +237,15 @@ def _resume_run(out_dir):
 
 
 def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
-        split_file: str | None = None, resume: bool = False, verbose="auto") -> FitResult:
+        split_file: str | None = None, resume: bool = False, verbose="auto",
+        callbacks=()) -> FitResult:
     """Train a model and write a run directory; see the module docstring.
 
     With ``resume=True`` the run's own config, manifest and split are used, training goes
-    on from the last finished epoch, and a finished run is returned as it is.
+    on from the last finished epoch, and a finished run is returned as it is. Extra Keras
+    ``callbacks`` run after the built-in ones.
     """
+    extra_callbacks = list(callbacks)
     started = time.time()
     if resume:
         cfg, data, run = _resume_run(out_dir)
@@ -294,10 +297,11 @@ def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
             keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False,
                                         profile_batch=0),
-        ]
+        ] + extra_callbacks
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
-        model.fit(train_ds, epochs=cfg.train.epochs, callbacks=callbacks, verbose=verbose)
+        model.fit(train_ds, epochs=cfg.train.epochs, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # the dataset shuffles itself
         model.save(os.path.join(out_dir, LAST_MODEL))
         if not os.path.isfile(os.path.join(out_dir, BEST_MODEL)):
             # No validation set, or no AUC ever defined: the last epoch is the best we know.

@@ -1,0 +1,56 @@
+"""Shared fixtures: synthetic phantoms and tiny configs (64 px or less, few blocks)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+BUSBRA = REPO.parent / "shared" / "data" / "BUS-BRA"
+
+PAPER_TASKS = [
+    {"name": "malignancy", "label": "malignant"},
+    {"name": "alnm", "label": "alnm", "parent": "malignancy"},
+    {"name": "aln_ge_2", "label": "aln_count >= 2", "parent": "alnm"},
+]
+
+
+def tiny_config_dict(**sections):
+    """A config small enough to train in seconds on a CPU."""
+    data = {
+        "name": "tiny",
+        "tasks": PAPER_TASKS,
+        "data": {"image_size": 32, "roi_margin": 0.2, "augment": {"enabled": True}},
+        "model": {"backbone": "resnet_small", "weights": "none",
+                  "small_widths": [8, 16], "small_blocks": [1, 1]},
+        "train": {"epochs": 2, "batch_size": 16, "learning_rate": 2e-3, "lr_decay_every": 0},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return data
+
+
+@pytest.fixture
+def tiny_config():
+    from usmtl.config import config_from_dict
+
+    return config_from_dict(tiny_config_dict())
+
+
+@pytest.fixture(scope="session")
+def phantoms(tmp_path_factory):
+    """80 synthetic patients: a manifest with every label and LabelImg boxes."""
+    from usmtl.data.phantoms import make_phantoms
+
+    out = tmp_path_factory.mktemp("phantoms")
+    make_phantoms(str(out), n_patients=80, size=96, seed=1, progress=False)
+    return out / "manifest.csv"
+
+
+@pytest.fixture
+def busbra_root():
+    if not (BUSBRA / "bus_data.csv").is_file():
+        pytest.skip(f"BUS-BRA not found at {BUSBRA}")
+    return BUSBRA
