@@ -335,3 +335,28 @@ def _result(out_dir: str, seconds: float) -> FitResult:
     best_epoch = _read_json(state_path).get("epoch") if os.path.isfile(state_path) else None
     cfg = load_config(os.path.join(out_dir, CONFIG_FILE))
     return FitResult(out_dir, metrics, best_epoch, cfg.train.epochs, seconds)
+
+
+def run_status(run_dir: str) -> str | None:
+    """``finished``, ``running`` (interrupted or in progress), or None (no run there)."""
+    path = os.path.join(run_dir, RUN_FILE)
+    if not os.path.isfile(path):
+        return None
+    return _read_json(path).get("status")
+
+
+def fit_or_resume(cfg: ExperimentConfig, manifest_path: str, run_dir: str,
+                  split_file: str | None = None, verbose="auto") -> tuple[FitResult, str]:
+    """Reuse a finished run, resume an interrupted one, or start it; returns (result, what)
+    with ``what`` one of ``reused``, ``resumed``, ``trained``. Drivers of many runs
+    (``usmtl experiment``, ``usmtl tune``) use this so that nothing finished is lost."""
+    import shutil
+
+    status = run_status(run_dir)
+    if status == "finished":
+        return _result(run_dir, 0.0), "reused"
+    if status == "running":
+        return fit(None, None, run_dir, resume=True, verbose=verbose), "resumed"
+    if os.path.isdir(run_dir):  # died before its run file was written: nothing to keep
+        shutil.rmtree(run_dir)
+    return fit(cfg, manifest_path, run_dir, split_file=split_file, verbose=verbose), "trained"

@@ -1,0 +1,250 @@
+"""``usmtl evaluate``: per-task metrics with patient-bootstrap CIs, Youden thresholds, patient-
+level results, inconsistency rates and ROC curves, for a run or any prediction file.
+
+Images of one patient are correlated, so every confidence interval resamples patients, not
+images (:func:`usmtl.evaluation.stats.bootstrap_metrics`).
+
+Example:
+    >>> from usmtl.evaluation.evaluate import evaluate_run
+    >>> report = evaluate_run("runs/quickstart", n_boot=200)  # doctest: +SKIP
+    >>> report["tasks"]["malignancy"]["image"]["auc"]["value"]  # doctest: +SKIP
+    0.97
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+from usmtl.errors import UsmtlError
+from usmtl.evaluation.metrics import METRICS, binary_metrics
+from usmtl.evaluation.predictions import prediction_tasks, read_predictions
+from usmtl.evaluation import stats
+
+TEST_PREDICTIONS = "test_predictions.csv"
+
+
+def parse_edges(text: str | None) -> list[tuple[str, str]]:
+    """``"malignancy>alnm,alnm>aln_ge_2"`` -> ``[("malignancy", "alnm"), ...]``."""
+    if not text:
+        return []
+    edges = []
+    for item in text.split(","):
+        parts = [p.strip() for p in item.split(">")]
+        if len(parts) != 2 or not all(parts):
+            raise UsmtlError(f"Edges look like parent>child,parent>child. Received: {text!r}")
+        edges.append((parts[0], parts[1]))
+    return edges
+
+
+def _labels_and_scores(frame: pd.DataFrame, task: str):
+    if f"y_{task}" not in frame:
+        raise UsmtlError(f"Task {task!r} has no labels (y_{task}) in the predictions; "
+                         f"evaluate needs a manifest with its label column")
+    return frame[f"y_{task}"].to_numpy(float), frame[f"p_{task}"].to_numpy(float)
+
+
+def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
+                         val_frame: pd.DataFrame | None = None, patient_how: str = "mean",
+                         n_boot: int = 1000, seed: int = 0) -> dict:
+    """Metrics of a prediction frame; thresholds chosen on ``val_frame`` when given."""
+    if len(frame) == 0:
+        raise UsmtlError("No predictions to evaluate (empty frame)")
+    report = {"threshold": threshold, "patient_aggregation": patient_how, "n_images": len(frame),
+              "n_patients": int(frame["patient_id"].nunique()), "bootstrap": n_boot, "tasks": {}}
+    patients = frame["patient_id"].astype(str).to_numpy()
+    for task in prediction_tasks(frame):
+        if f"y_{task}" not in frame:
+            continue
+        y, p = _labels_and_scores(frame, task)
+        entry = {"image": stats.bootstrap_metrics(y, p, patients, threshold, n_boot, seed)}
+        point = binary_metrics(y, p, threshold)
+        entry["confusion"] = {k: point[k] for k in ("tp", "fp", "fn", "tn")}
+        entry["n"], entry["positives"] = point["n"], point["positives"]
+        py, pp, pids = stats.aggregate_patients(y, p, patients, how=patient_how)
+        entry["patient"] = stats.bootstrap_metrics(py, pp, pids, threshold, n_boot, seed)
+        if val_frame is not None and f"y_{task}" in val_frame:
+            vy, vp = _labels_and_scores(val_frame, task)
+            youden = stats.youden_threshold(vy, vp)
+            entry["youden_threshold"] = youden
+            if not math.isnan(youden):
+                entry["image_youden"] = stats.bootstrap_metrics(y, p, patients, youden, n_boot, seed)
+        report["tasks"][task] = entry
+    report["inconsistency"] = stats.hierarchy_inconsistency(frame, list(edges), threshold)
+    return report
+
+
+def metrics_rows(report: dict) -> pd.DataFrame:
+    """Long table: task, level, metric, value, ci_low, ci_high."""
+    rows = []
+    for task, entry in report["tasks"].items():
+        for level in ("image", "patient", "image_youden"):
+            for metric, v in entry.get(level, {}).items():
+                rows.append({"task": task, "level": level, "metric": metric, "value": v["value"],
+                             "ci_low": v["ci_low"], "ci_high": v["ci_high"]})
+    return pd.DataFrame(rows)
+
+
+def _fmt(v: dict) -> str:
+    if v is None or math.isnan(v["value"]):
+        return "-"
+    if math.isnan(v["ci_low"]):
+        return f"{v['value']:.3f}"
+    return f"{v['value']:.3f} ({v['ci_low']:.3f}-{v['ci_high']:.3f})"
+
+
+def markdown_table(report: dict, level: str = "image") -> str:
+    header = "| task | n | pos | " + " | ".join(METRICS) + " |"
+    lines = [header, "|" + "---|" * (len(METRICS) + 3)]
+    for task, entry in report["tasks"].items():
+        values = entry.get(level)
+        if values is None:
+            continue
+        n = entry["n"] if level != "patient" else "-"
+        lines.append(f"| {task} | {n} | {entry['positives'] if level != 'patient' else '-'} | "
+                     + " | ".join(_fmt(values[m]) for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(report: dict, title: str) -> str:
+    parts = [f"# {title}", "",
+             f"{report['n_images']} images of {report['n_patients']} patients. Threshold "
+             f"{report['threshold']}; 95% CIs from {report['bootstrap']} bootstrap resamples of "
+             f"patients.", "", "## Image level", "", markdown_table(report, "image"), "",
+             f"## Patient level (score = {report['patient_aggregation']} of a patient's images)",
+             "", markdown_table(report, "patient"), ""]
+    if any("image_youden" in e for e in report["tasks"].values()):
+        thresholds = ", ".join(f"{t}: {e['youden_threshold']:.3f}" for t, e in
+                               report["tasks"].items() if "youden_threshold" in e)
+        parts += ["## Image level at the Youden threshold chosen on validation", "",
+                  f"Thresholds: {thresholds}", "", markdown_table(report, "image_youden"), ""]
+    if report["inconsistency"]:
+        parts += ["## Inconsistent predictions", "",
+                  "Hard: child >= threshold while parent < threshold. Soft: child score above "
+                  "parent score.", "", "| edge | n | hard | soft |", "|---|---|---|---|"]
+        for edge, r in report["inconsistency"].items():
+            parts.append(f"| {edge} | {r['n']} | {r['hard']:.3f} ({r['hard_count']}) | "
+                         f"{r['soft']:.3f} ({r['soft_count']}) |")
+        parts.append("")
+    parts += ["![ROC curves](roc_all.png)", ""]
+    return "\n".join(parts)
+
+
+def plot_rocs(frame: pd.DataFrame, out_dir: str) -> list[str]:
+    """One ROC PNG per task and one with every task; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    paths = []
+    fig_all, ax_all = plt.subplots(figsize=(5, 5))
+    for task in prediction_tasks(frame):
+        if f"y_{task}" not in frame:
+            continue
+        y, p = frame[f"y_{task}"].to_numpy(float), frame[f"p_{task}"].to_numpy(float)
+        known = ~np.isnan(y)
+        if len(np.unique(y[known])) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y[known], p[known])
+        auc = binary_metrics(y, p)["auc"]
+        fig, ax = plt.subplots(figsize=(4, 4))
+        for axis in (ax, ax_all):
+            axis.plot(fpr, tpr, label=f"{task} (AUC {auc:.3f})")
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC: {task}")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"roc_{task}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    ax_all.plot([0, 1], [0, 1], ":", color="grey")
+    ax_all.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curves")
+    ax_all.legend(loc="lower right", fontsize=8)
+    fig_all.tight_layout()
+    path = os.path.join(out_dir, "roc_all.png")
+    fig_all.savefig(path, dpi=120)
+    plt.close(fig_all)
+    return paths + [path]
+
+
+def write_report(report: dict, frame: pd.DataFrame, out_dir: str, title: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    metrics_rows(report).to_csv(os.path.join(out_dir, "metrics.csv"), index=False)
+    plot_rocs(frame, out_dir)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(markdown_report(report, title))
+
+
+def run_predictions(run_dir: str, manifest: str | None = None, split: str = "test") -> pd.DataFrame:
+    """Predictions of a run on one split of its manifest (cached as ``<split>_predictions.csv``
+    when the run's own manifest is used)."""
+    from usmtl.training.fit import RUN_FILE
+
+    run_file = os.path.join(run_dir, RUN_FILE)
+    if not os.path.isfile(run_file):
+        raise UsmtlError(f"{run_dir} is not a run directory (no {RUN_FILE})")
+    with open(run_file) as f:
+        run = json.load(f)
+    own = manifest is None or os.path.abspath(manifest) == run["manifest"]
+    cache = os.path.join(run_dir, f"{split}_predictions.csv")
+    if own and os.path.isfile(cache):
+        return read_predictions(cache)
+    from usmtl.predict import predict
+
+    frame = predict(run_dir, manifest or run["manifest"], split=split)
+    if own:
+        frame.to_csv(cache, index=False)
+    return frame
+
+
+def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
+                 threshold: float = 0.5, patient_how: str = "mean", n_boot: int = 1000,
+                 seed: int = 0) -> dict:
+    """Evaluate a run directory on a split; writes metrics.json, metrics.csv, report.md and
+    ROC curves into it (into ``RUN/eval-<split>`` for another manifest)."""
+    from usmtl.config import load_config
+    from usmtl.tasks import TaskGraph
+    from usmtl.training.fit import CONFIG_FILE
+
+    graph = TaskGraph.from_config(load_config(os.path.join(run_dir, CONFIG_FILE)).tasks)
+    frame = run_predictions(run_dir, manifest, split)
+    val_frame = None
+    if split != "val" and manifest is None:
+        val_frame = run_predictions(run_dir, None, "val")
+    report = evaluate_predictions(frame, graph.edges, threshold, val_frame, patient_how, n_boot, seed)
+    out = run_dir if manifest is None and split == "test" else os.path.join(run_dir, f"eval-{split}")
+    write_report(report, frame, out, f"Evaluation of {os.path.basename(os.path.abspath(run_dir))} "
+                                     f"on the {split} split")
+    report["out_dir"] = out
+    return report
+
+
+def evaluate_file(predictions: str, out_dir: str, edges=(), threshold: float = 0.5,
+                  val_predictions: str | None = None, patient_how: str = "mean",
+                  n_boot: int = 1000, seed: int = 0) -> dict:
+    """Evaluate any prediction CSV (a CNN run's, the radiomics baseline's, an export's)."""
+    frame = read_predictions(predictions)
+    val_frame = read_predictions(val_predictions) if val_predictions else None
+    report = evaluate_predictions(frame, edges, threshold, val_frame, patient_how, n_boot, seed)
+    write_report(report, frame, out_dir, f"Evaluation of {os.path.basename(predictions)}")
+    report["out_dir"] = out_dir
+    return report
+
+
+def compact_table(report: dict) -> str:
+    from usmtl.evaluation.metrics import format_table
+
+    rows = {}
+    for task, entry in report["tasks"].items():
+        rows[task] = {"n": entry["n"], "positives": entry["positives"],
+                      **{m: entry["image"][m]["value"] for m in METRICS}}
+    return format_table(rows)
