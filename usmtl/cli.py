@@ -197,5 +197,123 @@ def predict_command(model, input, box, split, out, batch_size):
         click.echo(frame.to_csv(index=False), nl=False)
 
 
+# ---------------------------------------------------------------------------------------
+# Evaluation and the paper's protocol
+# ---------------------------------------------------------------------------------------
+
+
+@main.command("evaluate")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
+              help="Evaluate on another manifest (default: the run's own).")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "val", "test"]))
+@click.option("--threshold", default=0.5, show_default=True)
+@click.option("--patient", "patient_how", default="mean", show_default=True,
+              type=click.Choice(["mean", "max"]), help="A patient's score from its images.")
+@click.option("--bootstrap", "n_boot", default=1000, show_default=True,
+              help="Patient resamples for the 95% CIs.")
+@click.option("--edges", help="For a prediction CSV: parent>child,... edges for inconsistency.")
+@click.option("--val-predictions", type=click.Path(exists=True, dir_okay=False),
+              help="For a prediction CSV: validation predictions for the Youden threshold.")
+@click.option("--out", type=click.Path(file_okay=False), help="For a prediction CSV: output folder.")
+@_friendly_errors
+def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, edges,
+                     val_predictions, out):
+    """Metrics with patient-bootstrap CIs, ROC curves and inconsistency rates for a run
+    directory or a prediction CSV; writes metrics.json, metrics.csv and report.md."""
+    _quiet_tensorflow()
+    from usmtl.evaluation.evaluate import compact_table, evaluate_file, evaluate_run, parse_edges
+
+    if os.path.isdir(source):
+        report = evaluate_run(source, manifest, split, threshold, patient_how, n_boot)
+    else:
+        out = out or os.path.splitext(source)[0] + "-eval"
+        report = evaluate_file(source, out, parse_edges(edges), threshold, val_predictions,
+                               patient_how, n_boot)
+    click.echo(compact_table(report))
+    for edge, r in report["inconsistency"].items():
+        click.echo(f"inconsistent {edge}: hard {r['hard']:.3f}, soft {r['soft']:.3f}")
+    click.echo(f"Report: {os.path.join(report['out_dir'], 'report.md')}")
+
+
+@main.command("compare")
+@click.argument("a", type=click.Path(exists=True))
+@click.argument("b", type=click.Path(exists=True))
+@click.option("--threshold", default=0.5, show_default=True)
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "val", "test"]), help="Split used for run directories.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the comparison as JSON.")
+@_friendly_errors
+def compare_command(a, b, threshold, split, out):
+    """Paired DeLong (AUC) and McNemar (accuracy) tests between two runs or prediction CSVs."""
+    _quiet_tensorflow()
+    import json
+
+    from usmtl.evaluation.compare import compare, format_comparison
+
+    result = compare(a, b, threshold, split)
+    click.echo(format_comparison(result, ("A", "B")))
+    click.echo(f"A = {a}\nB = {b}")
+    if out:
+        with open(out, "w") as f:
+            json.dump(result, f, indent=2, default=float)
+
+
+@main.command("experiment")
+@_config_option
+@_set_option
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Experiment directory.")
+@click.option("--repeats", default=5, show_default=True)
+@click.option("--variants", default=",".join(("single-bm", "single-alnm", "multitask", "multitask-hl")),
+              show_default=True, help="Comma-separated variants.")
+@click.option("--split-file", type=click.Path(), help="Reuse a split (split.csv or a run directory).")
+@_friendly_errors
+def experiment_command(config_path, overrides, manifest, out, repeats, variants, split_file):
+    """The paper's protocol: every variant, repeated, on one fixed test split; writes
+    tables.md (Tables 2-4 shape), summary.csv, pvalues.csv. Re-running resumes."""
+    _quiet_tensorflow()
+    from usmtl.config import load_config
+    from usmtl.experiment import run_experiment
+
+    cfg = load_config(config_path or DEFAULT_CONFIG, list(overrides))
+    result = run_experiment(cfg, manifest, out, repeats,
+                            [v.strip() for v in variants.split(",") if v.strip()], split_file)
+    click.echo(result["markdown"])
+    click.echo(f"Tables: {os.path.join(out, 'tables.md')}")
+
+
+def _floats(text):
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"a comma-separated list of numbers. Received: {text!r}")
+
+
+@main.command("tune")
+@_config_option
+@_set_option
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--margins", default="0,0.05,0.1,0.2", show_default=True)
+@click.option("--weights", default="0.01,0.05,0.1,0.5", show_default=True, help="lambda values.")
+@click.option("--split-file", type=click.Path())
+@_friendly_errors
+def tune_command(config_path, overrides, manifest, out, margins, weights, split_file):
+    """Grid search of the hinge margin m and weight lambda on the validation split."""
+    _quiet_tensorflow()
+    from usmtl.config import load_config
+    from usmtl.experiment import tune
+
+    cfg = load_config(config_path or DEFAULT_CONFIG, list(overrides))
+    frame = tune(cfg, manifest, out, _floats(margins), _floats(weights), split_file)
+    click.echo(frame.drop(columns=["run"]).to_string(index=False, float_format="%.4f"))
+    best = frame.loc[frame["val_auc_mean"].idxmax()] if frame["val_auc_mean"].notna().any() else None
+    if best is not None:
+        click.echo(f"Best: m={best['margin']:g}, lambda={best['weight']:g} "
+                   f"(mean validation AUC {best['val_auc_mean']:.4f})")
+
+
 if __name__ == "__main__":
     main()
