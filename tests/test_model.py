@@ -139,3 +139,16 @@ def test_model_survives_save_and_load(tmp_path, tiny_config):
     for name in before:
         np.testing.assert_allclose(after[name], before[name], atol=1e-6)
     assert loaded.get_layer(HINGE_LAYER).margin == tiny_config.model.hinge_margin
+
+
+@pytest.mark.slow
+def test_backbone_weights_from_a_local_file(tmp_path):
+    """Offline machines pass a weights file instead of 'imagenet'."""
+    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    path = tmp_path / "resnet50_notop.weights.h5"
+    source.save_weights(path)
+    cfg = config_from_dict(tiny_config_dict(data={"image_size": 64},
+                                            model={"backbone": "resnet50", "weights": str(path)}))
+    model = build_model(cfg)
+    np.testing.assert_array_equal(model.get_layer("conv1_conv").get_weights()[0],
+                                  source.get_layer("conv1_conv").get_weights()[0])
