@@ -84,7 +84,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     """Prediction frame (see :mod:`usmtl.evaluation.predictions`) for one image with ``box``
     or for a manifest (optionally only the rows of one split of the run)."""
     from usmtl.data.manifest import read_manifest
-    from usmtl.data.splits import load_split, rows_in_split
+    from usmtl.data.splits import SPLIT_FILE, load_split, rows_in_split
     from usmtl.evaluation.predictions import predictions_frame
     from usmtl.tasks import TaskGraph, label_table, parse_label
 
@@ -104,14 +104,14 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
 
     manifest = read_manifest(input_path)
     splits = np.array([""] * len(manifest), dtype=object)
-    split_file = os.path.join(os.path.dirname(find_run_files(model_path)[1]), "split.csv")
-    if os.path.isfile(split_file):
-        known = load_split(split_file)
+    split_file = os.path.join(os.path.dirname(find_run_files(model_path)[1]), SPLIT_FILE)
+    known = load_split(split_file) if os.path.isfile(split_file) else None
+    if known is not None:
         splits = np.array([known.get(p, "") for p in manifest.patient_ids()], dtype=object)
     if split is not None:
-        if not os.path.isfile(split_file):
-            raise UsmtlError(f"--split needs the run's split.csv. Received: {model_path}")
-        rows_in_split(manifest, load_split(split_file))  # every patient must be known
+        if known is None:
+            raise UsmtlError(f"--split needs the run's {SPLIT_FILE}. Received: {model_path}")
+        rows_in_split(manifest, known)  # every patient must be known
         keep = splits == split
         manifest, splits = manifest.subset(keep), splits[keep]
         if len(manifest) == 0:
