@@ -6,17 +6,24 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUNS ?= runs
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast install install-radiomics clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python setup.cfg setup.py
+	$(MAKE) install-radiomics
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
+
+# PyRadiomics has no wheels for current Python: it builds from source only with NumPy
+# already installed and without build isolation (it then calls itself 3.0.1).
+install-radiomics: $(BIN)/python
+	$(BIN)/python -m pip install --quiet numpy versioneer
+	$(BIN)/python -m pip install --quiet --no-build-isolation "pyradiomics>=3.0"
 
 demo: install
 	$(BIN)/usmtl demo-data $(RUNS)/demo-data --patients 300

@@ -1,0 +1,1 @@
+"""The radiomics baseline: PyRadiomics features, Boruta selection, random forest."""

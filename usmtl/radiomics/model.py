@@ -1,0 +1,206 @@
+"""The radiomics model: Boruta feature selection and a random forest per task.
+
+As in the radiomics arm of Li, Guo et al. (Front. Physiol. 2022, after Sun et al. 2020):
+for each task, Boruta (Kursa & Rudnicki, J. Stat. Softw. 2010; the ``boruta`` package)
+selects features on the training patients only, then a random forest with maximum depth
+300 (scikit-learn) is fitted on them. Validation and test images are predicted and written
+in the same prediction-file format as a CNN run, into a folder that ``usmtl evaluate`` and
+``usmtl compare`` read like a run directory::
+
+    config.yaml  split.csv  run.json  radiomics.json  selected_features.csv
+    val_predictions.csv  test_predictions.csv  predictions.csv (every split)  models.joblib
+
+Selection: Boruta's confirmed features; if it confirms none, the tentative ones too; if
+still none, the ``fallback_k`` best-ranked (reported as ``fallback`` in radiomics.json,
+because a model on unconfirmed features deserves suspicion).
+
+Example:
+    >>> from usmtl.radiomics.model import fit_radiomics
+    >>> result = fit_radiomics("demo/features.csv", "runs/radiomics",
+    ...                        split_file="runs/quickstart")  # doctest: +SKIP
+    >>> result["tasks"]["malignancy"]["selected"][:2]  # doctest: +SKIP
+    ['original_firstorder_Mean', 'original_glcm_Contrast']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+from usmtl.errors import UsmtlError
+
+
+@dataclasses.dataclass
+class RadiomicsModelSettings:
+    """Boruta and random-forest settings (the paper: random forest of maximum depth 300)."""
+
+    seed: int = 0
+    boruta_iterations: int = 100
+    boruta_depth: int = 5  # depth of the forests Boruta ranks features with (its authors' advice)
+    trees: int = 500
+    max_depth: int = 300
+    fallback_k: int = 5
+    jobs: int = 1
+
+
+def require_boruta():
+    try:
+        from boruta import BorutaPy
+    except ImportError as exc:
+        raise UsmtlError(f"The boruta package is not installed: pip install boruta "
+                         f"(or pip install 'usmtl[radiomics]'). Received: {exc}") from None
+    return BorutaPy
+
+
+def select_features(x: np.ndarray, y: np.ndarray, settings: RadiomicsModelSettings) -> dict:
+    """Boruta on ``(x, y)``: ``{"selected": column indices, "status": confirmed|tentative|
+    fallback, "ranking": Boruta ranks}``."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    BorutaPy = require_boruta()
+    forest = RandomForestClassifier(max_depth=settings.boruta_depth, class_weight="balanced",
+                                    n_jobs=settings.jobs, random_state=settings.seed)
+    boruta = BorutaPy(forest, n_estimators="auto", max_iter=settings.boruta_iterations,
+                      random_state=settings.seed, verbose=0)
+    boruta.fit(np.asarray(x, float), np.asarray(y, int))
+    ranking = np.asarray(boruta.ranking_)
+    selected, status = np.flatnonzero(boruta.support_), "confirmed"
+    if len(selected) == 0:
+        selected, status = np.flatnonzero(boruta.support_ | boruta.support_weak_), "tentative"
+    if len(selected) == 0:
+        selected, status = np.argsort(ranking, kind="stable")[:settings.fallback_k], "fallback"
+    return {"selected": [int(i) for i in selected], "status": status, "ranking": ranking}
+
+
+def _task_rows(labels, train, usable) -> tuple[np.ndarray, str | None]:
+    """Training rows of one task, and why it cannot be fitted (None if it can)."""
+    rows = np.flatnonzero(train & usable & ~np.isnan(labels))
+    classes = np.unique(labels[rows])
+    if len(classes) < 2:
+        have = "no label" if len(classes) == 0 else f"only class {int(classes[0])}"
+        return rows, (f"its {len(rows)} training images with features have {have}; "
+                      f"Boruta and the forest need both classes")
+    return rows, None
+
+
+def fit_radiomics(features_path: str, out_dir: str, cfg=None, split_file: str | None = None,
+                  manifest_path: str | None = None,
+                  settings: RadiomicsModelSettings | None = None) -> dict:
+    """Select features and fit one forest per task on the training split; predict the rest.
+
+    Args:
+        features_path: the CSV of ``usmtl radiomics extract``.
+        out_dir: the folder to write (must not exist or be empty).
+        cfg: the :class:`~usmtl.config.ExperimentConfig` whose tasks (labels, hierarchy) and
+            split settings are used; default: the config of ``split_file`` when that is a run.
+        split_file: a CNN run directory or a split CSV, so both models see the same patients.
+            Without it the split is made from ``cfg`` exactly as ``usmtl fit`` would.
+        manifest_path: default: the manifest the features were extracted from.
+    """
+    import joblib
+
+    from usmtl.config import load_config, save_config
+    from usmtl.data.splits import SPLIT_FILE, save_split
+    from usmtl.evaluation.metrics import binary_metrics
+    from usmtl.evaluation.predictions import predictions_frame
+    from usmtl.radiomics.extract import feature_columns, read_features
+    from usmtl.training.fit import CONFIG_FILE, RUN_FILE, prepare_data
+
+    settings = settings or RadiomicsModelSettings()
+    features, meta = read_features(features_path)
+    manifest_path = manifest_path or meta.get("manifest")
+    if not manifest_path:
+        raise UsmtlError(f"{features_path}: no sidecar names its manifest; pass --manifest")
+    if cfg is None:
+        run_config = os.path.join(split_file, CONFIG_FILE) if split_file and os.path.isdir(split_file) else None
+        if not run_config or not os.path.isfile(run_config):
+            raise UsmtlError("fit_radiomics needs a config (its tasks) or a run directory as "
+                             f"split_file. Received: split_file={split_file!r}")
+        cfg = load_config(run_config)
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise UsmtlError(f"Output folder {out_dir} exists and is not empty; choose another --out")
+
+    data = prepare_data(cfg, manifest_path, split_file)
+    manifest, n = data.manifest, len(data.manifest)
+    rows = features["row"].to_numpy(int)
+    bad = [int(r) for r in rows if not 0 <= r < n]
+    if bad:
+        raise UsmtlError(f"{features_path}: rows {bad[:5]} are beyond the {n} rows of {manifest_path}; "
+                         f"was it extracted from another manifest?")
+    expected = manifest.frame["image"].to_numpy()[rows]
+    mismatch = np.flatnonzero(expected != features["image"].to_numpy())
+    if len(mismatch):
+        i = mismatch[0]
+        raise UsmtlError(f"{features_path} does not match {manifest_path}: feature row {i + 2} is "
+                         f"image {features['image'].iat[i]!r}, manifest line {rows[i] + 2} is "
+                         f"{expected[i]!r}; extract the features again")
+    names = feature_columns(features)
+    x_all = np.full((n, len(names)), np.nan)
+    x_all[rows] = features[names].to_numpy(float)
+    usable = np.isfinite(x_all).all(axis=1)
+    train = data.row_split == "train"
+
+    task_rows, skipped_tasks = {}, {}
+    for name in data.graph.names:
+        rows_of_task, why = _task_rows(data.labels[name], train, usable)
+        if why:
+            skipped_tasks[name] = why
+        else:
+            task_rows[name] = rows_of_task
+    if not task_rows:
+        raise UsmtlError(f"No task can be fitted: {skipped_tasks}. Received: {features_path}")
+
+    os.makedirs(out_dir, exist_ok=True)
+    save_config(cfg, os.path.join(out_dir, CONFIG_FILE))
+    save_split(data.split, os.path.join(out_dir, SPLIT_FILE))
+    models, summary, selection_rows, probs = {}, {}, [], {}
+    for name, fit_rows in task_rows.items():
+        y = data.labels[name]
+        chosen = select_features(x_all[fit_rows], y[fit_rows], settings)
+        columns = chosen["selected"]
+        from sklearn.ensemble import RandomForestClassifier
+
+        forest = RandomForestClassifier(n_estimators=settings.trees, max_depth=settings.max_depth,
+                                        n_jobs=settings.jobs, random_state=settings.seed)
+        forest.fit(x_all[fit_rows][:, columns], y[fit_rows].astype(int))
+        p = np.full(n, np.nan)
+        p[usable] = forest.predict_proba(x_all[usable][:, columns])[:, 1]
+        probs[name] = p
+        models[name] = {"features": [names[c] for c in columns], "forest": forest}
+        importance = dict(zip(columns, forest.feature_importances_))
+        for c in columns:
+            selection_rows.append({"task": name, "feature": names[c], "boruta_rank": int(chosen["ranking"][c]),
+                                   "forest_importance": float(importance[c])})
+        summary[name] = {"train_images": int(len(fit_rows)), "boruta": chosen["status"],
+                         "selected": [names[c] for c in columns]}
+
+    splits = data.row_split
+    frame = predictions_frame(manifest.frame["image"].to_numpy()[usable], manifest.patient_ids()[usable],
+                              splits[usable], {k: v[usable] for k, v in probs.items()},
+                              {k: data.labels[k][usable] for k in probs},
+                              [e for e in data.graph.edges if e[0] in probs and e[1] in probs])
+    frame.to_csv(os.path.join(out_dir, "predictions.csv"), index=False)
+    for split in ("val", "test"):
+        part = frame[frame["split"] == split]
+        part.to_csv(os.path.join(out_dir, f"{split}_predictions.csv"), index=False)
+        for name in probs:
+            summary[name][f"{split}_metrics"] = binary_metrics(
+                part[f"y_{name}"].to_numpy(float), part[f"p_{name}"].to_numpy(float))
+    pd.DataFrame(selection_rows).to_csv(os.path.join(out_dir, "selected_features.csv"), index=False)
+    joblib.dump(models, os.path.join(out_dir, "models.joblib"))
+    skipped = [manifest.where(i) for i in np.flatnonzero(~usable)]
+    result = {"features": os.path.abspath(features_path), "n_features": len(names),
+              "settings": dataclasses.asdict(settings), "skipped_rows": skipped, "skipped_tasks": skipped_tasks, "tasks": summary}
+    with open(os.path.join(out_dir, "radiomics.json"), "w") as f:
+        json.dump(result, f, indent=1, default=float)
+    # A finished run record, so that 'usmtl evaluate' and 'usmtl compare' read this folder
+    # like a CNN run (they use the cached <split>_predictions.csv).
+    with open(os.path.join(out_dir, RUN_FILE), "w") as f:
+        json.dump({"manifest": manifest.path, "status": "finished", "kind": "radiomics",
+                   "config_name": cfg.name}, f, indent=1)
+    result["out_dir"] = out_dir
+    return result
