@@ -435,6 +435,14 @@ def test_summarize_repeats_by_hand(values):
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((mean - half, mean + half))
 
 
+def test_summarize_repeats_clips_to_bounds():
+    values = [0.99, 0.70, 0.98]  # wide spread near 1: the raw t-interval passes 1
+    raw = stats.summarize_repeats(values)
+    clipped = stats.summarize_repeats(values, bounds=(0.0, 1.0))
+    assert raw["ci_high"] > 1.0 and clipped["ci_high"] == 1.0
+    assert clipped["ci_low"] == raw["ci_low"] and clipped["mean"] == raw["mean"]
+
+
 @pytest.mark.parametrize("values, n", [([0.8], 1), ([0.8, NAN], 1), ([], 0), ([NAN], 0)])
 def test_summarize_repeats_too_few(values, n):
     r = stats.summarize_repeats(values)

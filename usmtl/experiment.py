@@ -118,7 +118,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (variant, task, metric), group in results.groupby(["variant", "task", "metric"], sort=False):
         rows.append({"variant": variant, "task": task, "metric": metric,
-                     **stats.summarize_repeats(group["value"].to_numpy(float))})
+                     **stats.summarize_repeats(group["value"].to_numpy(float), bounds=(0.0, 1.0))})
     return pd.DataFrame(rows)
 
 

@@ -524,10 +524,11 @@ def hierarchy_inconsistency(frame, edges, threshold: float = 0.5) -> dict:
 # Repeated runs
 # --------------------------------------------------------------------------------------------
 
-def summarize_repeats(values, level: float = 0.95) -> dict:
+def summarize_repeats(values, level: float = 0.95, bounds: tuple | None = None) -> dict:
     """Mean, SD (ddof=1) and the t-distribution CI of the mean over repeated runs:
     mean ± t_{(1+level)/2, n-1} * SD / sqrt(n), as in the paper's "mean ± SD (95% CI)".
-    NaN values are ignored; with n < 2 the SD and CI are NaN.
+    NaN values are ignored; with n < 2 the SD and CI are NaN. ``bounds=(0, 1)`` clips the CI
+    to the range a proportion or an AUC can take (a t-interval of 3 repeats easily leaves it).
 
     Example:
         >>> d = summarize_repeats([0.80, 0.82, 0.79, 0.84, 0.81])
@@ -542,7 +543,10 @@ def summarize_repeats(values, level: float = 0.95) -> dict:
         return {"mean": mean, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": n}
     sd = float(v.std(ddof=1))
     half = float(_sps.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "sd": sd, "ci_low": low, "ci_high": high, "n": n}
 
 
 def format_mean_sd_ci(d: dict, digits: int = 3) -> str:
