@@ -20,9 +20,10 @@ $(VENV)/.installed: $(BIN)/python setup.cfg setup.py
 install: $(VENV)/.installed
 
 # PyRadiomics has no wheels for current Python: it builds from source only with NumPy
-# already installed and without build isolation (it then calls itself 3.0.1).
+# already installed and without build isolation (it then calls itself 3.0.1); a fresh
+# venv's setuptools 65 has no bdist_wheel, hence wheel.
 install-radiomics: $(BIN)/python
-	$(BIN)/python -m pip install --quiet numpy versioneer
+	$(BIN)/python -m pip install --quiet --upgrade numpy versioneer wheel setuptools
 	$(BIN)/python -m pip install --quiet --no-build-isolation "pyradiomics>=3.0"
 
 demo: install
