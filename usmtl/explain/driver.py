@@ -1,0 +1,388 @@
+"""``explain`` and ``profile_runs``: Grad-CAM maps of a run for images on disk, written as
+arrays and figures; the radial profile of one or several runs.
+
+Inputs are chosen as :func:`usmtl.predict.predict` chooses them: one image with a box, or a
+manifest, optionally only the rows of one split of the run (its ``split.csv``). Each RoI is
+cropped with the run's own ``data`` settings (size, margin, squaring), exactly as the model
+saw it in training, and fed as float32 in 0..255.
+
+Output layout of :func:`explain` (``out``)::
+
+    <stem>_<task>.npy        float32 heatmap in [0, 1], shape (image_size, image_size)
+    <stem>_<task>.png        the RoI and the RoI under its heatmap, with a colour bar
+    contact_sheet.png        the first ``sheet_max`` images, every task
+    explanations.csv         one row per image and task (probability, label, share of CAM
+                             mass inside the box/mask, file names)
+    compare-<name>/          with ``compare``: the same for the second run
+    side_by_side.png         with ``compare``: RoI | run A | run B per task (paper, Figure 6)
+
+References: Selvaraju et al., ICCV 2017 (Grad-CAM); Chattopadhay et al., WACV 2018
+(Grad-CAM++); Li, Guo et al., Front. Physiol. 13:882648, 2022 (Figure 6, Figure S1).
+
+Example:
+    >>> from usmtl.explain import explain, profile_runs
+    >>> frame = explain("runs/quickstart", "runs/demo-data/manifest.csv", tasks=["alnm"],
+    ...                 split="test", limit=12, out="runs/explain")  # doctest: +SKIP
+    >>> frame[["image", "task", "probability", "cam_in_box"]].head()  # doctest: +SKIP
+    >>> profile_runs(["runs/single-alnm", "runs/multitask-hl"], "data/manifest.csv",
+    ...              tasks=["alnm"], split="test", out="runs/profile")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import numpy as np
+import pandas as pd
+
+from usmtl.errors import ManifestError, UsmtlError
+from usmtl.explain.gradcam import ExplainError, GradCam, check_tasks, task_heads
+from usmtl.explain.plots import (Panel, save_contact_sheet, save_overlay, save_profile_plot,
+                                 save_side_by_side)
+from usmtl.explain.profile import R_MAX, image_profiles, summarise_profiles
+
+SHEET_MAX = 64
+SIDE_BY_SIDE_MAX = 16
+PROFILE_CSV = "radial_profile.csv"
+PROFILE_PNG = "radial_profile.png"
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Inputs:
+    """The images to explain: paths, boxes, optional masks, names and known labels."""
+
+    paths: list
+    boxes: list
+    masks: list
+    stems: list
+    images: list  # the manifest's 'image' cell (or the path given)
+    patient_ids: list
+    splits: list
+    labels: pd.DataFrame  # one column per label source found: task labels, NaN = unknown
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _unique_stems(paths) -> list[str]:
+    stems, seen = [], {}
+    for path in paths:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.splitext(os.path.basename(path))[0]) or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
+def select_inputs(run: str | None, input_path: str, box: str | None = None, split: str | None = None,
+                  limit: int | None = None, cfg=None) -> Inputs:
+    """The rows to explain, as :func:`usmtl.predict.predict` selects them: one image with
+    ``box`` (``x_min,y_min,x_max,y_max``), or a manifest, optionally only ``split`` of the
+    run's ``split.csv``; then the first ``limit`` rows. ``run=None``: no split information.
+    ``cfg`` (the run's config) gives the task labels, when the manifest has them."""
+    from usmtl.data.io import read_image
+    from usmtl.data.manifest import read_manifest
+    from usmtl.data.splits import SPLIT_FILE, load_split, rows_in_split
+    from usmtl.predict import find_run_files, parse_box
+    from usmtl.tasks import TaskGraph, label_table, parse_label
+
+    if limit is not None and limit < 1:
+        raise UsmtlError(f"--limit must be a whole number >= 1. Received: {limit}")
+    if box is not None or not str(input_path).lower().endswith(".csv"):
+        if box is None:
+            raise UsmtlError(f"A single image needs --box x_min,y_min,x_max,y_max. Received: {input_path}")
+        if split is not None:
+            raise UsmtlError(f"--split applies to a manifest, not to one image. Received: {input_path}")
+        the_box = parse_box(box)
+        height, width = read_image(input_path).shape[:2]
+        if not the_box.inside(height, width):
+            raise UsmtlError(f"--box {box} lies outside the {width}x{height} image {input_path}")
+        return Inputs([input_path], [the_box], [None], _unique_stems([input_path]), [input_path],
+                      [""], [""], pd.DataFrame(index=range(1)))
+
+    manifest = read_manifest(input_path)
+    splits = np.array([""] * len(manifest), dtype=object)
+    known = None
+    if run is not None:
+        split_file = os.path.join(os.path.dirname(find_run_files(run)[1]), SPLIT_FILE)
+        known = load_split(split_file) if os.path.isfile(split_file) else None
+    if known is not None:
+        splits = np.array([known.get(p, "") for p in manifest.patient_ids()], dtype=object)
+    if split is not None:
+        if known is None:
+            raise UsmtlError(f"--split needs the run's {SPLIT_FILE}. Received: {run}")
+        rows_in_split(manifest, known)  # every patient must be known
+        keep = splits == split
+        manifest, splits = manifest.subset(keep), splits[keep]
+        if len(manifest) == 0:
+            raise UsmtlError(f"No rows of {input_path} are in split {split!r}")
+    if limit is not None and limit < len(manifest):
+        keep = np.arange(len(manifest)) < limit
+        manifest, splits = manifest.subset(keep), splits[keep]
+    missing = [manifest.where(i) for i, p in enumerate(manifest.image_paths()) if not os.path.isfile(p)]
+    if missing:
+        raise ManifestError(f"{input_path}: image file(s) not found", missing[:20])
+    labels = pd.DataFrame(index=range(len(manifest)))
+    if cfg is not None:
+        graph = TaskGraph.from_config(cfg.tasks)
+        present = [t for t in graph.tasks if manifest.has_column(parse_label(t.label)[0])]
+        if present:
+            labels = pd.DataFrame(label_table(manifest, TaskGraph(present)))
+    paths = manifest.image_paths()
+    return Inputs(paths, manifest.boxes(), manifest.mask_paths(), _unique_stems(paths),
+                  list(manifest.frame["image"]), list(manifest.patient_ids()), list(splits), labels)
+
+
+def roi_box(box, data) -> tuple[float, float, float, float]:
+    """``box`` in the pixel coordinates of its resized RoI (``x0, y0, x1, y1``)."""
+    from usmtl.data.roi import roi_window
+
+    x0, y0, x1, y1 = roi_window(box, data.roi_margin, data.square_roi)
+    sx, sy = data.image_size / (x1 - x0), data.image_size / (y1 - y0)
+    return ((box.x_min - x0) * sx, (box.y_min - y0) * sy, (box.x_max - x0) * sx, (box.y_max - y0) * sy)
+
+
+def load_batch(inputs: Inputs, index, data):
+    """RoIs ``(n, size, size, 3)`` uint8 and lesion masks (bool, or None) of rows ``index``."""
+    from usmtl.data.io import read_mask
+    from usmtl.data.roi import crop_roi, load_roi
+
+    rois, masks = [], []
+    for i in index:
+        rois.append(load_roi(inputs.paths[i], inputs.boxes[i], data.roi_margin, data.square_roi,
+                             data.image_size))
+        mask = None
+        if inputs.masks[i] and os.path.isfile(inputs.masks[i]):
+            full = read_mask(inputs.masks[i]).astype(np.uint8)
+            mask = crop_roi(full, inputs.boxes[i], data.roi_margin, data.square_roi,
+                            data.image_size) > 0
+        masks.append(mask)
+    return np.stack(rois), masks
+
+
+def _mass_inside(cam: np.ndarray, region: np.ndarray) -> float:
+    total = float(cam.sum())
+    return float(cam[region].sum()) / total if total > 0 else float("nan")
+
+
+def _box_region(shape, box) -> np.ndarray:
+    """``(H, W)`` bool: the pixels of a RoI-coordinate box ``(x0, y0, x1, y1)``."""
+    x0, y0, x1, y1 = (max(0, int(round(v))) for v in box)
+    region = np.zeros(shape, bool)
+    region[y0:y1, x0:x1] = True
+    return region
+
+
+# ---------------------------------------------------------------------------------------
+# Explaining one run
+# ---------------------------------------------------------------------------------------
+
+
+def run_name(run: str) -> str:
+    """A short name for a run: its directory's name; for a ``.keras`` file, the run that
+    holds it, plus the file's stem unless it is the best checkpoint (``run-last``)."""
+    path = os.path.abspath(run).rstrip(os.sep)
+    if not path.endswith(".keras"):
+        return os.path.basename(path) or path
+    stem = os.path.splitext(os.path.basename(path))[0]
+    folder = os.path.dirname(path)
+    if os.path.basename(folder) != "checkpoints":
+        return stem
+    name = os.path.basename(os.path.dirname(folder))
+    return name if stem == "best" else f"{name}-{stem}"
+
+
+def _ordered_tasks(model, cfg, tasks) -> list[str]:
+    """``tasks`` checked against the model's heads, in the config's task order."""
+    chosen = check_tasks(model, tasks)
+    order = [t.name for t in cfg.tasks] if cfg is not None else []
+    return sorted(chosen, key=lambda t: order.index(t) if t in order else len(order))
+
+
+def _explain_loaded(model, cfg, inputs: Inputs, tasks, method, layer, out, batch_size,
+                    progress, keep: int, name: str):
+    """Write every map and overlay of one run; return (rows, panels of the first ``keep``)."""
+    cam = GradCam(model, tasks, layer, method)
+    rows, panels = [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(inputs), desc=f"Grad-CAM {name}", unit="image")
+    os.makedirs(out, exist_ok=True)
+    for start in range(0, len(inputs), batch_size):
+        index = list(range(start, min(start + batch_size, len(inputs))))
+        rois, masks = load_batch(inputs, index, cfg.data)
+        maps, probs = cam(rois.astype(np.float32))
+        for j, i in enumerate(index):
+            stem = inputs.stems[i]
+            box = roi_box(inputs.boxes[i], cfg.data)
+            box_region = _box_region(rois.shape[1:3], box)
+            outline = masks[j] if masks[j] is not None else box
+            labels = {t: (float(inputs.labels.at[i, t]) if t in inputs.labels else float("nan"))
+                      for t in cam.tasks}
+            for task in cam.tasks:
+                heat = maps[task][j]
+                npy, png = f"{stem}_{task}.npy", f"{stem}_{task}.png"
+                np.save(os.path.join(out, npy), heat.astype(np.float32))
+                title = (f"{stem} | {name}: {task} p={probs[task][j]:.2f}"
+                         + (f" y={int(labels[task])}" if not np.isnan(labels[task]) else ""))
+                save_overlay(os.path.join(out, png), rois[j], heat, title, outline, method)
+                row = {"image": inputs.images[i], "patient_id": inputs.patient_ids[i],
+                       "split": inputs.splits[i], "stem": stem, "run": name, "task": task,
+                       "method": method, "layer": cam.layer, "probability": float(probs[task][j]),
+                       "label": labels[task], "cam_in_box": _mass_inside(heat, box_region),
+                       "box_fraction": float(box_region.mean()),
+                       "cam_in_mask": float("nan"), "mask_fraction": float("nan"),
+                       "heatmap": npy, "overlay": png}
+                if masks[j] is not None:
+                    row.update(cam_in_mask=_mass_inside(heat, masks[j]),
+                               mask_fraction=float(masks[j].mean()))
+                rows.append(row)
+            if i < keep:
+                panels.append(Panel(stem, rois[j], {t: maps[t][j] for t in cam.tasks},
+                                    {t: float(probs[t][j]) for t in cam.tasks}, labels, outline))
+        if bar is not None:
+            bar.update(len(index))
+    if bar is not None:
+        bar.close()
+    return rows, panels, cam
+
+
+def explain(run: str, input_path: str, tasks=None, method: str = "gradcam",
+            layer: str | None = None, box: str | None = None, split: str | None = None,
+            limit: int | None = None, out: str = "explain", compare: str | None = None,
+            batch_size: int = 16, progress: bool = False, sheet_max: int = SHEET_MAX) -> pd.DataFrame:
+    """Grad-CAM (or Grad-CAM++) maps of ``tasks`` of ``run`` (a run directory or ``.keras``
+    file) for one image with ``box`` or the rows of a manifest; see the module docstring for
+    what is written to ``out``. ``tasks``: head names, ``None`` or ``"all"`` for every head.
+    ``layer``: default the backbone's last convolutional block. ``compare``: a second run
+    explained on the same images (tasks it lacks are left out of it), with a side-by-side
+    figure of the tasks both have. Returns ``explanations.csv`` as a frame."""
+    from usmtl.predict import load_run
+
+    model, cfg = load_run(run)
+    tasks = _ordered_tasks(model, cfg, tasks)
+    name = run_name(run)
+    if compare is not None:  # check the second run before the long part
+        model_b, cfg_b = load_run(compare)
+        name_b = run_name(compare)
+        if name_b == name:
+            name_b = f"{name_b} (B)"
+        valid_b = task_heads(model_b)
+        common = [t for t in tasks if t in valid_b]
+        if not common:
+            raise ExplainError(f"--compare run {compare} has none of the tasks asked for; its "
+                               f"tasks: {valid_b}. Received: {tasks}")
+        # Layer names differ between architectures: the second run uses its own last block
+        # unless it has the requested layer too.
+        layer_b = layer if layer is not None and layer in [l.name for l in model_b.layers] else None
+    inputs = select_inputs(run, input_path, box, split, limit, cfg)
+    keep = max(sheet_max, SIDE_BY_SIDE_MAX if compare else 0)
+    rows, panels, cam = _explain_loaded(model, cfg, inputs, tasks, method, layer, out,
+                                        batch_size, progress, keep, name)
+    what = "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
+    save_contact_sheet(os.path.join(out, "contact_sheet.png"), panels[:sheet_max], cam.tasks,
+                       f"{what} of {name} at {cam.layer}")
+    if compare is not None:
+        folder_b = os.path.join(out, "compare-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name_b))
+        rows_b, panels_b, cam_b = _explain_loaded(model_b, cfg_b, inputs, common, method, layer_b,
+                                                  folder_b, batch_size, progress, keep, name_b)
+        save_contact_sheet(os.path.join(folder_b, "contact_sheet.png"), panels_b[:sheet_max],
+                           cam_b.tasks, f"{what} of {name_b} at {cam_b.layer}")
+        for row in rows_b:
+            row["heatmap"] = os.path.join(os.path.basename(folder_b), row["heatmap"])
+            row["overlay"] = os.path.join(os.path.basename(folder_b), row["overlay"])
+        rows += rows_b
+        save_side_by_side(os.path.join(out, "side_by_side.png"), panels[:SIDE_BY_SIDE_MAX],
+                          panels_b[:SIDE_BY_SIDE_MAX], common, (name, name_b),
+                          f"{what}: {name} vs {name_b}")
+    frame = pd.DataFrame(rows)
+    frame.to_csv(os.path.join(out, "explanations.csv"), index=False)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------
+# The radial profile of one or several runs
+# ---------------------------------------------------------------------------------------
+
+
+def profile_runs(runs, input_path: str, tasks=None, method: str = "gradcam",
+                 layer: str | None = None, split: str | None = None, limit: int | None = None,
+                 bins: int = 20, out: str | None = None, names=None, batch_size: int = 16,
+                 progress: bool = False) -> pd.DataFrame:
+    """Radial CAM profile (:mod:`usmtl.explain.profile`) of each run and task over the rows
+    of a manifest (``split``: of the *first* run's ``split.csv``), on one figure.
+
+    Writes ``radial_profile.csv`` (``run, task, method, r_lo, r_hi, r_mid, mean, sem,
+    n_images``) and ``radial_profile.png`` to ``out`` when given; returns the frame.
+    """
+    from usmtl.predict import load_run
+
+    runs = [runs] if isinstance(runs, str) else list(runs)
+    if not runs:
+        raise UsmtlError("profile needs at least one run. Received: []")
+    if names is not None and len(names) != len(runs):
+        raise UsmtlError(f"Give one name per run. Received: {len(names)} names for {len(runs)} runs")
+    if bins < 1:
+        raise UsmtlError(f"--bins must be >= 1. Received: {bins}")
+    names = list(names) if names else [run_name(r) for r in runs]
+    if len(set(names)) < len(names):
+        names = [os.path.abspath(r) for r in runs]
+    loaded = [load_run(r) for r in runs]
+    # Check every run's tasks and layer before the long part.
+    checked = []
+    for run, (model, cfg) in zip(runs, loaded):
+        try:
+            checked.append(_ordered_tasks(model, cfg, tasks))
+        except ExplainError as exc:
+            raise ExplainError(f"{run}: {exc}") from None
+        if layer is not None:
+            from usmtl.explain.gradcam import check_layer
+
+            try:
+                check_layer(model, layer)
+            except ExplainError as exc:
+                raise ExplainError(f"{run}: {exc}") from None
+    inputs = select_inputs(runs[0], input_path, None, split, limit, loaded[0][1])
+    frames = []
+    for run, name, (model, cfg), run_tasks in zip(runs, names, loaded, checked):
+        cam = GradCam(model, run_tasks, layer, method)
+        profiles = {t: [] for t in cam.tasks}
+        index_all = range(len(inputs))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(inputs), desc=f"profile {name}", unit="image")
+        for start in range(0, len(inputs), batch_size):
+            index = list(index_all[start:start + batch_size])
+            rois, _ = load_batch(dataclasses.replace(inputs, masks=[None] * len(inputs)), index, cfg.data)
+            maps, _ = cam(rois.astype(np.float32))
+            for t in cam.tasks:
+                profiles[t].append(image_profiles(maps[t], bins, R_MAX))
+            if bar is not None:
+                bar.update(len(index))
+        if bar is not None:
+            bar.close()
+        for t in cam.tasks:
+            frame = summarise_profiles(np.concatenate(profiles[t]), bins, R_MAX)
+            frame.insert(0, "layer", cam.layer)
+            frame.insert(0, "method", method)
+            frame.insert(0, "task", t)
+            frame.insert(0, "run", name)
+            frames.append(frame)
+    result = pd.concat(frames, ignore_index=True)
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        result.to_csv(os.path.join(out, PROFILE_CSV), index=False)
+        what = "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
+        save_profile_plot(os.path.join(out, PROFILE_PNG), result,
+                          f"Radial {what} profile over {len(inputs)} image(s)")
+    return result

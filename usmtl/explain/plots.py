@@ -1,0 +1,194 @@
+"""Figures for Grad-CAM maps: one overlay per image, a contact sheet, a side-by-side of two
+runs (the layout of Figure 6 of Li, Guo et al., Front. Physiol. 2022) and the radial profile
+(its Supplementary Figure S1).
+
+Heat runs from blue (0) to red (1) (matplotlib's ``jet``) over the grey RoI, with a colour
+bar. The annotated lesion is outlined in white: the mask's contour where the manifest has a
+mask, else the box, so a reader can tell heat on the lesion from heat on its margins.
+
+Figures are drawn with matplotlib's object API on an Agg canvas, never ``pyplot``: nothing
+here changes the backend of a notebook that imports it.
+
+Example:
+    >>> import numpy as np
+    >>> from usmtl.explain.plots import save_overlay
+    >>> roi = np.zeros((64, 64, 3), np.uint8); cam = np.random.rand(64, 64).astype("float32")
+    >>> save_overlay("overlay.png", roi, cam, "demo")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+CMAP = "jet"
+ALPHA = 0.45
+
+
+@dataclasses.dataclass
+class Panel:
+    """What a figure needs of one image: its RoI, maps and annotations."""
+
+    stem: str
+    roi: np.ndarray  # (H, W, 3) uint8
+    maps: dict  # task -> (H, W) float32 in [0, 1]
+    probs: dict  # task -> probability
+    labels: dict  # task -> 0.0, 1.0 or NaN
+    outline: object = None  # (H, W) bool mask, or (x0, y0, x1, y1) box in RoI pixels, or None
+
+
+def _figure(width: float, height: float, dpi: int = 100):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+
+
+def _mappable():
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    return ScalarMappable(norm=Normalize(0.0, 1.0), cmap=CMAP)
+
+
+def _grey(roi: np.ndarray) -> np.ndarray:
+    roi = np.asarray(roi)
+    return roi if roi.ndim == 2 else roi[..., :3].mean(axis=-1)
+
+
+def draw_outline(ax, outline) -> None:
+    """The lesion: a mask's contour, or a dashed box."""
+    if outline is None:
+        return
+    if isinstance(outline, np.ndarray) and outline.ndim == 2:
+        if outline.any() and not outline.all():
+            ax.contour(outline.astype(float), levels=[0.5], colors="white", linewidths=0.9)
+        return
+    from matplotlib.patches import Rectangle
+
+    x0, y0, x1, y1 = outline
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                           edgecolor="white", linestyle="--", linewidth=0.9))
+
+
+def draw_heat(ax, roi: np.ndarray, cam: np.ndarray | None, outline=None) -> None:
+    """The grey RoI, the heatmap over it (if any) and the lesion outline, without axes."""
+    h, w = roi.shape[:2]
+    ax.imshow(_grey(roi), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    if cam is not None:
+        ax.imshow(cam, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=ALPHA, interpolation="bilinear")
+    draw_outline(ax, outline)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_axis_off()
+
+
+def _label_text(label) -> str:
+    if label is None or (isinstance(label, float) and math.isnan(label)):
+        return "?"
+    return str(int(label))
+
+
+def save_overlay(path: str, roi: np.ndarray, cam: np.ndarray, title: str, outline=None,
+                 method: str = "gradcam") -> None:
+    """Two panels, the RoI and the RoI under its heatmap, with a colour bar."""
+    fig = _figure(6.4, 3.4)
+    left, right = fig.subplots(1, 2)
+    draw_heat(left, roi, None, outline)
+    left.set_title("RoI", fontsize=9)
+    draw_heat(right, roi, cam, outline)
+    right.set_title(f"{'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'}", fontsize=9)
+    bar = fig.colorbar(_mappable(), ax=[left, right], fraction=0.04, pad=0.02, shrink=0.9)
+    bar.set_label("normalised response", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def save_contact_sheet(path: str, panels: list[Panel], tasks: list[str], title: str = "",
+                       per_row: int | None = None) -> None:
+    """A grid: per image, its RoI and then one overlay per task, titled with the task's
+    probability and label (``y=?`` when unknown); one colour bar for all."""
+    if not panels:
+        return
+    cells = 1 + len(tasks)
+    per_row = per_row or max(1, 8 // cells)
+    rows = math.ceil(len(panels) / per_row)
+    cols = per_row * cells
+    fig = _figure(1.6 * cols + 0.8, 1.75 * rows + 0.6)
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for i, panel in enumerate(panels):
+        r, c = divmod(i, per_row)
+        ax = axes[r, c * cells]
+        draw_heat(ax, panel.roi, None, panel.outline)
+        ax.set_title(panel.stem, fontsize=7)
+        for k, task in enumerate(tasks):
+            ax = axes[r, c * cells + 1 + k]
+            draw_heat(ax, panel.roi, panel.maps.get(task), panel.outline)
+            p = panel.probs.get(task, float("nan"))
+            ax.set_title(f"{task} p={p:.2f} y={_label_text(panel.labels.get(task))}", fontsize=7)
+    bar = fig.colorbar(_mappable(), ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+    bar.set_label("normalised response", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def save_side_by_side(path: str, panels_a: list[Panel], panels_b: list[Panel], tasks: list[str],
+                      names: tuple[str, str], title: str = "") -> None:
+    """One row per image: the RoI, then for each task run A's and run B's overlays
+    (the paper's Figure 6 contrasts an ALNM-only model with the multi-task model)."""
+    if not panels_a:
+        return
+    cols = 1 + 2 * len(tasks)
+    rows = len(panels_a)
+    fig = _figure(1.9 * cols + 0.8, 1.9 * rows + 0.6)
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    for r, (a, b) in enumerate(zip(panels_a, panels_b)):
+        draw_heat(axes[r, 0], a.roi, None, a.outline)
+        axes[r, 0].set_title(a.stem, fontsize=7)
+        for k, task in enumerate(tasks):
+            for j, (panel, name) in enumerate(((a, names[0]), (b, names[1]))):
+                ax = axes[r, 1 + 2 * k + j]
+                draw_heat(ax, panel.roi, panel.maps.get(task), panel.outline)
+                ax.set_title(f"{name}\n{task} p={panel.probs.get(task, float('nan')):.2f} "
+                             f"y={_label_text(panel.labels.get(task))}", fontsize=7)
+    bar = fig.colorbar(_mappable(), ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+    bar.set_label("normalised response", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def save_profile_plot(path: str, frame, title: str = "") -> None:
+    """Mean CAM response against normalised distance from the RoI centre, one line per
+    (run, task), with a band of +-1 standard error over images."""
+    fig = _figure(5.6, 3.8)
+    ax = fig.subplots()
+    for (run, task), group in frame.groupby(["run", "task"], sort=False):
+        x, y, e = group["r_mid"].to_numpy(), group["mean"].to_numpy(), group["sem"].to_numpy()
+        n = int(group["n_images"].max())
+        line, = ax.plot(x, y, marker="o", markersize=3, label=f"{run}: {task} (n={n})")
+        ax.fill_between(x, y - e, y + e, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.axvline(1.0, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("distance from the RoI centre (1 = edge midpoint, 1.41 = corner)")
+    ax.set_ylabel("mean normalised CAM response")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    _save(fig, path)
