@@ -183,8 +183,9 @@ def fit_command(config_path, overrides, variant, manifest, out, split_file, resu
 @click.option("--batch-size", default=32, show_default=True)
 @_friendly_errors
 def predict_command(model, input, box, split, out, batch_size):
-    """Per-task probabilities for an image (with --box) or a manifest, from a run directory
-    or a saved .keras model; flags rows where a child exceeds its parent."""
+    """Per-task probabilities for an image (with --box) or a manifest, from a run directory,
+    a saved .keras model, or an export of 'usmtl export' (a SavedModel folder or a .tflite
+    file); flags rows where a child exceeds its parent."""
     _quiet_tensorflow()
     from usmtl.predict import predict
 
@@ -400,6 +401,51 @@ def radiomics_fit(features, out, split_file, config_path, overrides, manifest, s
         click.echo(f"{len(result['skipped_rows'])} row(s) without features were skipped, e.g. "
                    f"{result['skipped_rows'][0]}", err=True)
     click.echo(f"\nWrote {out}")
+
+
+# ---------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------
+
+
+@main.command("export")
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--format", "fmt", required=True, metavar="FORMAT",
+              help="savedmodel (TF Serving: OUT/<name>/<version>/) or tflite (OUT/model.tflite).")
+@click.option("--out", required=True, type=click.Path(),
+              help="Model base folder (savedmodel) or a new, empty folder (tflite).")
+@click.option("--quantize", default="none", show_default=True, metavar="MODE",
+              help="tflite only: none, float16, dynamic or int8 (int8 needs --manifest).")
+@click.option("--manifest", type=click.Path(dir_okay=False),
+              help="Crops for parity and AUCs (the run's test rows) and int8 calibration "
+                   "(its training rows). Default: parity on random images.")
+@click.option("--name", help="Model name in the serving path (default: the config's name).")
+@click.option("--version", "version", type=int,
+              help="SavedModel version (default: the next free integer; never overwrites).")
+@click.option("--images", default=64, show_default=True, help="Parity images.")
+@click.option("--calibration-images", default=100, show_default=True,
+              help="int8 representative images.")
+@click.option("--tolerance", type=float,
+              help="Max |probability difference| vs Keras (default: savedmodel 1e-5, tflite "
+                   "none 1e-4, float16 5e-3, dynamic 5e-2, int8 1e-1).")
+@click.option("--threads", type=int, help="LiteRT threads for the latency (default: all cores).")
+@click.option("--latency-runs", default=30, show_default=True, help="Timed single-image calls.")
+@_friendly_errors
+def export_command(run, fmt, out, quantize, manifest, name, version, images, calibration_images,
+                   tolerance, threads, latency_runs):
+    """Export RUN (a run directory or .keras file) as a TF Serving SavedModel or a TFLite file,
+    then check it against the Keras model: max |diff| per output, AUC change, size and CPU
+    latency, in parity.json. Exits 1 when parity fails."""
+    _quiet_tensorflow()
+    from usmtl.export import export
+
+    result = export(run, fmt, out, quantize=quantize, manifest=manifest, name=name,
+                    version=version, images=images, calibration_images=calibration_images,
+                    tolerance=tolerance, threads=threads, latency_runs=latency_runs,
+                    log=click.echo)
+    click.echo(f"Exported: {result.path}\nReport: {result.sidecar}/parity.json")
+    if not result.passed:
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------------------------------

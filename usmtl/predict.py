@@ -1,7 +1,11 @@
-"""Predictions from a run directory (its best checkpoint) or a saved ``.keras`` model.
+"""Predictions from a run directory (its best checkpoint), a saved ``.keras`` model, or an
+exported model (``usmtl export``: a SavedModel folder or a ``.tflite`` file).
 
 The RoI settings (size, margin, squaring) come from the run's ``config.yaml``, found beside
-the model or in a parent folder, so a prediction sees exactly what training saw.
+the model or in a parent folder (an export carries a copy in its side files), so a
+prediction sees exactly what training saw. Every kind of model gives the same prediction
+frame; an export's ``split`` column comes from its source run's ``split.csv`` when that run is
+still where it was exported from.
 
 Example:
     >>> from usmtl.predict import predict
@@ -28,11 +32,14 @@ def find_run_files(model_path: str) -> tuple[str, str]:
     if os.path.isdir(model_path):
         model_file = os.path.join(model_path, BEST_MODEL)
         if not os.path.isfile(model_file):
-            raise UsmtlError(f"{model_path}: no {BEST_MODEL}; is it a finished run directory?")
+            raise UsmtlError(f"{model_path}: no {BEST_MODEL}; is it a finished run directory? "
+                             f"(An exported model holds saved_model.pb or model.tflite.) "
+                             f"Received: {model_path}")
     elif model_path.endswith(".keras"):
         model_file = model_path
     else:
-        raise UsmtlError(f"MODEL must be a run directory or a .keras file. Received: {model_path}")
+        raise UsmtlError(f"MODEL must be a run directory, a .keras file, a SavedModel export folder "
+                         f"or a .tflite file. Received: {model_path}")
     folder = os.path.dirname(os.path.abspath(model_file))
     for _ in range(3):
         candidate = os.path.join(folder, CONFIG_FILE)
@@ -70,8 +77,29 @@ def parse_box(text: str):
     return box
 
 
+def open_model(model_path: str):
+    """``(model, cfg, run folder or None)``: a Keras model of a run or ``.keras`` file, or an
+    :class:`usmtl.export.runtime.ExportedModel`; the run folder is where ``split.csv`` may be."""
+    from usmtl.export.runtime import open_export
+
+    exported = open_export(model_path)
+    if exported is not None:
+        return exported, exported.cfg, exported.meta.get("source", {}).get("run_dir")
+    model, cfg = load_run(model_path)
+    return model, cfg, os.path.dirname(find_run_files(model_path)[1])
+
+
 def predict_arrays(model, cfg: ExperimentConfig, paths, boxes, batch_size: int = 32) -> dict:
-    """``{task: probabilities}`` for image files and their boxes."""
+    """``{task: probabilities}`` for image files and their boxes; ``model`` is a Keras model
+    or an exported one (:func:`open_model`)."""
+    from usmtl.export.runtime import ExportedModel
+
+    if isinstance(model, ExportedModel):
+        from usmtl.data.pipeline import roi_images
+
+        crops = roi_images(list(paths), list(boxes), cfg.data).batch(batch_size)
+        return model.predict(crops.as_numpy_iterator())
+
     from usmtl.data.pipeline import make_dataset
 
     dataset = make_dataset(paths, boxes, None, cfg.data, batch_size, training=False)
@@ -82,13 +110,14 @@ def predict_arrays(model, cfg: ExperimentConfig, paths, boxes, batch_size: int =
 def predict(model_path: str, input_path: str, box: str | None = None, split: str | None = None,
             batch_size: int = 32) -> pd.DataFrame:
     """Prediction frame (see :mod:`usmtl.evaluation.predictions`) for one image with ``box``
-    or for a manifest (optionally only the rows of one split of the run)."""
+    or for a manifest (optionally only the rows of one split of the run). ``model_path``: a
+    run directory, a ``.keras`` file, a SavedModel export folder or a ``.tflite`` file."""
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import SPLIT_FILE, load_split, rows_in_split
     from usmtl.evaluation.predictions import predictions_frame
     from usmtl.tasks import TaskGraph, label_table, parse_label
 
-    model, cfg = load_run(model_path)
+    model, cfg, run_dir = open_model(model_path)
     graph = TaskGraph.from_config(cfg.tasks)
     if box is not None or not input_path.lower().endswith(".csv"):
         if box is None:
@@ -104,13 +133,15 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
 
     manifest = read_manifest(input_path)
     splits = np.array([""] * len(manifest), dtype=object)
-    split_file = os.path.join(os.path.dirname(find_run_files(model_path)[1]), SPLIT_FILE)
-    known = load_split(split_file) if os.path.isfile(split_file) else None
+    split_file = os.path.join(run_dir, SPLIT_FILE) if run_dir else SPLIT_FILE
+    known = load_split(split_file) if run_dir and os.path.isfile(split_file) else None
     if known is not None:
         splits = np.array([known.get(p, "") for p in manifest.patient_ids()], dtype=object)
     if split is not None:
         if known is None:
-            raise UsmtlError(f"--split needs the run's {SPLIT_FILE}. Received: {model_path}")
+            hint = "" if not hasattr(model, "meta") else \
+                f" (an export uses its source run's: {split_file})"
+            raise UsmtlError(f"--split needs the run's {SPLIT_FILE}{hint}. Received: {model_path}")
         rows_in_split(manifest, known)  # every patient must be known
         keep = splits == split
         manifest, splits = manifest.subset(keep), splits[keep]
