@@ -32,6 +32,33 @@ def tiny_config_dict(**sections):
     return data
 
 
+def write_config(path, **sections):
+    """Write a tiny config (with ``sections`` overridden) as YAML; returns its path."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(tiny_config_dict(**sections)))
+    return str(path)
+
+
+def invoke(*args):
+    """Run the ``usmtl`` CLI in-process; arguments are turned into strings."""
+    from click.testing import CliRunner
+
+    from usmtl.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def train_tiny_run(run, manifest, epochs: int = 1):
+    """Train the tiny config on ``manifest`` into the run directory ``run``; returns ``run``."""
+    from usmtl.config import config_from_dict
+    from usmtl.training.fit import fit
+
+    fit(config_from_dict(tiny_config_dict(train={"epochs": epochs})), str(manifest), str(run),
+        verbose=0)
+    return run
+
+
 @pytest.fixture
 def tiny_config():
     from usmtl.config import config_from_dict

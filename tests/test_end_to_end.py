@@ -9,22 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from usmtl.cli import main
-from tests.conftest import REPO, tiny_config_dict
+from tests.conftest import REPO, invoke, tiny_config_dict, write_config
 
 pytestmark = pytest.mark.slow
-
-
-def write_config(path, **sections):
-    path.write_text(yaml.safe_dump(tiny_config_dict(**sections)))
-    return str(path)
-
-
-def invoke(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result
 
 
 def test_help_is_instant_and_imports_no_tensorflow():

@@ -6,19 +6,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from tests.conftest import tiny_config_dict
+from tests.conftest import invoke, tiny_config_dict
 
-from usmtl.cli import main
 from usmtl.explain.gradcam import ExplainError, GradCam, cam_from_gradients, conv_layers, task_heads
 from usmtl.explain.profile import radial_profile
 
 METHODS = ["gradcam", "gradcam++"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,11 +165,10 @@ def test_unknown_task_layer_or_method_is_an_error_listing_the_valid_ones(tiny_mo
 def test_mixed_precision_model_gives_the_float32_maps(tmp_path):
     import keras
 
-    try:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    from usmtl.model.precision import precision_policy
+
+    with precision_policy("mixed_float16"):
         mixed = _build()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     path = tmp_path / "mixed.keras"
     mixed.save(path)
     import usmtl.model.backbones  # noqa: F401  (registers the custom layers)

@@ -13,28 +13,16 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from tests.conftest import tiny_config_dict
-from usmtl.cli import main
+from tests.conftest import invoke, tiny_config_dict, train_tiny_run
 
 pytestmark = pytest.mark.slow
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, phantoms):
     """A tiny 32-px model trained for one epoch on the phantoms: a real run directory."""
-    from usmtl.config import config_from_dict
-    from usmtl.training.fit import fit
-
-    run = tmp_path_factory.mktemp("export") / "run"
-    cfg = config_from_dict(tiny_config_dict(train={"epochs": 1}))
-    fit(cfg, str(phantoms), str(run), verbose=0)
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("export") / "run", phantoms, epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -187,25 +175,19 @@ def test_mixed_precision_model_exports_as_float32(tmp_path):
     from usmtl.config import config_from_dict, save_config
     from usmtl.export import export
     from usmtl.model.multitask import build_model
+    from usmtl.model.precision import precision_policy
 
     cfg = config_from_dict(tiny_config_dict(train={"precision": "mixed_float16"}))
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     save_config(cfg, str(run / "config.yaml"))
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with precision_policy("mixed_float16"):
         keras.utils.set_random_seed(0)
         mixed = build_model(cfg)
         mixed.save(str(run / "checkpoints" / "best.keras"))
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    assert keras.mixed_precision.global_policy().name == previous.name
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with precision_policy("float32"):
         float32 = build_model(cfg)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     float32.set_weights(mixed.get_weights())
 
     result = export(str(run), "savedmodel", str(tmp_path / "serving"), images=8, latency_runs=2,

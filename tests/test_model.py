@@ -99,13 +99,10 @@ def test_backbone_layers_live_in_the_top_level_graph():
 
 
 def test_mixed_precision_heads_and_hinge_are_float32():
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        cfg = config_from_dict(tiny_config_dict())
-        model = build_model(cfg)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
+    from usmtl.model.precision import precision_policy
+
+    with precision_policy("mixed_float16"):
+        model = build_model(config_from_dict(tiny_config_dict()))
     assert model.get_layer("stage1_block1_conv1").compute_dtype == "float16"
     for name in ("malignancy", "alnm", "aln_ge_2", HINGE_LAYER):
         assert model.get_layer(name).compute_dtype == "float32"

@@ -7,26 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from usmtl.cli import main
-from tests.conftest import tiny_config_dict
+from tests.conftest import invoke, tiny_config_dict, train_tiny_run
 
 pytestmark = pytest.mark.slow
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, phantoms):
-    from usmtl.config import config_from_dict
-    from usmtl.training.fit import fit
-
-    run = tmp_path_factory.mktemp("run") / "run"
-    fit(config_from_dict(tiny_config_dict(train={"epochs": 2})), str(phantoms), str(run), verbose=0)
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("run") / "run", phantoms, epochs=2)
 
 
 def test_evaluate_run_writes_reports(trained_run):

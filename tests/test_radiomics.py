@@ -11,10 +11,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from tests.conftest import tiny_config_dict
-from usmtl.cli import main
+from tests.conftest import invoke, tiny_config_dict, train_tiny_run
 from usmtl.errors import UsmtlError
 
 pytest.importorskip("radiomics", reason="the radiomics extra is not installed")
@@ -25,10 +23,6 @@ from usmtl.radiomics.extract import (FEATURE_COUNT, RadiomicsSettings,  # noqa: 
 from usmtl.radiomics.model import RadiomicsModelSettings, fit_radiomics, select_features  # noqa: E402
 
 FAST = RadiomicsModelSettings(boruta_iterations=20, trees=50)
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -238,11 +232,7 @@ def test_fit_errors_leave_nothing_behind(phantoms, radiomics_config, tmp_path):
 
 @pytest.mark.slow
 def test_radiomics_compares_with_a_cnn_run(phantoms, tmp_path):
-    from usmtl.config import config_from_dict
-    from usmtl.training.fit import fit
-
-    run = tmp_path / "cnn"
-    fit(config_from_dict(tiny_config_dict(train={"epochs": 1})), str(phantoms), str(run), verbose=0)
+    run = train_tiny_run(tmp_path / "cnn", phantoms, epochs=1)
     features = synthetic_features(phantoms, str(tmp_path / "f.csv"))
     out = tmp_path / "radiomics"
     result = invoke("radiomics", "fit", features, "--split-file", run, "--out", out,

@@ -113,7 +113,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     or for a manifest (optionally only the rows of one split of the run). ``model_path``: a
     run directory, a ``.keras`` file, a SavedModel export folder or a ``.tflite`` file."""
     from usmtl.data.manifest import read_manifest
-    from usmtl.data.splits import SPLIT_FILE, load_split, rows_in_split
+    from usmtl.data.splits import SPLIT_FILE, select_split_rows
     from usmtl.evaluation.predictions import predictions_frame
     from usmtl.tasks import TaskGraph, label_table, parse_label
 
@@ -132,21 +132,8 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
         return predictions_frame([input_path], [""], [""], probs, None, graph.edges)
 
     manifest = read_manifest(input_path)
-    splits = np.array([""] * len(manifest), dtype=object)
-    split_file = os.path.join(run_dir, SPLIT_FILE) if run_dir else SPLIT_FILE
-    known = load_split(split_file) if run_dir and os.path.isfile(split_file) else None
-    if known is not None:
-        splits = np.array([known.get(p, "") for p in manifest.patient_ids()], dtype=object)
-    if split is not None:
-        if known is None:
-            hint = "" if not hasattr(model, "meta") else \
-                f" (an export uses its source run's: {split_file})"
-            raise UsmtlError(f"--split needs the run's {SPLIT_FILE}{hint}. Received: {model_path}")
-        rows_in_split(manifest, known)  # every patient must be known
-        keep = splits == split
-        manifest, splits = manifest.subset(keep), splits[keep]
-        if len(manifest) == 0:
-            raise UsmtlError(f"No rows of {input_path} are in split {split!r}")
+    split_file = os.path.join(run_dir, SPLIT_FILE) if run_dir else None
+    manifest, splits = select_split_rows(manifest, split_file, split, input_path, model_path)
     missing = [manifest.where(i) for i, p in enumerate(manifest.image_paths()) if not os.path.isfile(p)]
     if missing:
         from usmtl.errors import ManifestError

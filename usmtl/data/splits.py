@@ -118,3 +118,26 @@ def rows_in_split(manifest, split: dict[str, str]) -> np.ndarray:
         raise ManifestError(f"{len(missing)} patient(s) of {manifest.path} are not in the split",
                             [repr(p) for p in missing[:20]])
     return np.array([split[p] for p in pids])
+
+
+def select_split_rows(manifest, split_file: str | None, split: str | None, source: str,
+                      model: str = ""):
+    """``(manifest, splits)``: each row's split name from a run's ``split_file`` ("" without
+    one), keeping only the rows of ``split`` when given. ``source`` (the manifest path) and
+    ``model`` (the run or export) are named in errors."""
+    from usmtl.errors import UsmtlError
+
+    known = load_split(split_file) if split_file and os.path.isfile(split_file) else None
+    splits = np.array([""] * len(manifest), dtype=object)
+    if known is not None:
+        splits = np.array([known.get(p, "") for p in manifest.patient_ids()], dtype=object)
+    if split is not None:
+        if known is None:
+            raise UsmtlError(f"--split needs the run's {SPLIT_FILE} (an export uses its source "
+                             f"run's), found none. Received: {split_file or model}")
+        rows_in_split(manifest, known)  # every patient must be known
+        keep = splits == split
+        manifest, splits = manifest.subset(keep), splits[keep]
+        if len(manifest) == 0:
+            raise UsmtlError(f"No rows of {source} are in split {split!r}")
+    return manifest, splits

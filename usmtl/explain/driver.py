@@ -88,7 +88,7 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
     ``cfg`` (the run's config) gives the task labels, when the manifest has them."""
     from usmtl.data.io import read_image
     from usmtl.data.manifest import read_manifest
-    from usmtl.data.splits import SPLIT_FILE, load_split, rows_in_split
+    from usmtl.data.splits import SPLIT_FILE, select_split_rows
     from usmtl.predict import find_run_files, parse_box
     from usmtl.tasks import TaskGraph, label_table, parse_label
 
@@ -107,21 +107,9 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
                       [""], [""], pd.DataFrame(index=range(1)))
 
     manifest = read_manifest(input_path)
-    splits = np.array([""] * len(manifest), dtype=object)
-    known = None
-    if run is not None:
-        split_file = os.path.join(os.path.dirname(find_run_files(run)[1]), SPLIT_FILE)
-        known = load_split(split_file) if os.path.isfile(split_file) else None
-    if known is not None:
-        splits = np.array([known.get(p, "") for p in manifest.patient_ids()], dtype=object)
-    if split is not None:
-        if known is None:
-            raise UsmtlError(f"--split needs the run's {SPLIT_FILE}. Received: {run}")
-        rows_in_split(manifest, known)  # every patient must be known
-        keep = splits == split
-        manifest, splits = manifest.subset(keep), splits[keep]
-        if len(manifest) == 0:
-            raise UsmtlError(f"No rows of {input_path} are in split {split!r}")
+    split_file = None if run is None else \
+        os.path.join(os.path.dirname(find_run_files(run)[1]), SPLIT_FILE)
+    manifest, splits = select_split_rows(manifest, split_file, split, input_path, run or "")
     if limit is not None and limit < len(manifest):
         keep = np.arange(len(manifest)) < limit
         manifest, splits = manifest.subset(keep), splits[keep]

@@ -34,15 +34,12 @@ def float32_model(model: keras.Model, cfg) -> tuple[keras.Model, bool]:
     if not is_mixed(model):
         return model, False
     from usmtl.model.multitask import build_model
+    from usmtl.model.precision import precision_policy
 
     cfg = copy.deepcopy(cfg)
     cfg.model.weights = "none"
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with precision_policy("float32"):
         clone = build_model(cfg)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     clone.set_weights(model.get_weights())
     return clone, True
 
