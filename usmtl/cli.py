@@ -141,6 +141,23 @@ _set_option = click.option(
     help="Override a config value, e.g. --set train.epochs=3 (repeatable).")
 
 
+def _speed_options(command):
+    """--strategy and --jit/--no-jit: shortcuts for --set train.strategy / train.jit_compile."""
+    command = click.option(
+        "--jit/--no-jit", "jit", default=None,
+        help="XLA-compile the training step (default: train.jit_compile, auto = on with one GPU).")(command)
+    return click.option(
+        "--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]),
+        help="tf.distribute strategy (default: train.strategy). multiworker reads TF_CONFIG; "
+             "see the README's multi-worker recipe.")(command)
+
+
+def _with_speed_overrides(overrides, strategy, jit) -> list:
+    extra = [] if strategy is None else [f"train.strategy={strategy}"]
+    extra += [] if jit is None else [f"train.jit_compile={str(jit).lower()}"]
+    return list(overrides) + extra
+
+
 @main.command("fit")
 @_config_option
 @_set_option
@@ -149,9 +166,11 @@ _set_option = click.option(
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--split-file", type=click.Path(), help="Reuse a split (split.csv or a run directory).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@_speed_options
 @_friendly_errors
-def fit_command(config_path, overrides, variant, manifest, out, split_file, resume):
+def fit_command(config_path, overrides, variant, manifest, out, split_file, resume, strategy, jit):
     """Train a model and write a run directory."""
+    overrides = _with_speed_overrides(overrides, strategy, jit)
     _quiet_tensorflow()
     from usmtl.config import load_config
     from usmtl.errors import UsmtlError
@@ -165,7 +184,7 @@ def fit_command(config_path, overrides, variant, manifest, out, split_file, resu
         cfg = load_config(config_path or DEFAULT_CONFIG, list(overrides), variant)
     elif config_path or overrides or variant or manifest or split_file:
         raise UsmtlError("--resume uses the run's own config, manifest and split; drop --config, "
-                         "--set, --variant, --manifest and --split-file")
+                         "--set, --strategy, --jit, --variant, --manifest and --split-file")
     result = fit(cfg, manifest, out, split_file=split_file, resume=resume)
     click.echo(f"\nRun: {result.run_dir} ({result.seconds:.0f} s); best epoch: {result.best_epoch}")
     if result.val_metrics:
@@ -270,15 +289,17 @@ def compare_command(a, b, threshold, split, out):
 @click.option("--variants", default=",".join(("single-bm", "single-alnm", "multitask", "multitask-hl")),
               show_default=True, help="Comma-separated variants.")
 @click.option("--split-file", type=click.Path(), help="Reuse a split (split.csv or a run directory).")
+@_speed_options
 @_friendly_errors
-def experiment_command(config_path, overrides, manifest, out, repeats, variants, split_file):
+def experiment_command(config_path, overrides, manifest, out, repeats, variants, split_file,
+                       strategy, jit):
     """The paper's protocol: every variant, repeated, on one fixed test split; writes
     tables.md (Tables 2-4 shape), summary.csv, pvalues.csv. Re-running resumes."""
     _quiet_tensorflow()
     from usmtl.config import load_config
     from usmtl.experiment import run_experiment
 
-    cfg = load_config(config_path or DEFAULT_CONFIG, list(overrides))
+    cfg = load_config(config_path or DEFAULT_CONFIG, _with_speed_overrides(overrides, strategy, jit))
     result = run_experiment(cfg, manifest, out, repeats,
                             [v.strip() for v in variants.split(",") if v.strip()], split_file)
     click.echo(result["markdown"])
@@ -557,6 +578,106 @@ def cam_profile_command(runs, manifest, tasks, method, layer, split, limit, bins
                    f"({int(rows['n_images'].max())} images)")
     click.echo(f"Wrote {os.path.join(out, 'radial_profile.csv')} and "
                f"{os.path.join(out, 'radial_profile.png')}")
+
+
+# ---------------------------------------------------------------------------------------
+# Bench
+# ---------------------------------------------------------------------------------------
+
+
+@main.group("bench")
+def bench_group():
+    """Throughput benchmarks with peak memory: input pipeline, training step, prediction.
+    Each prints a table and, with --out, writes JSON."""
+
+
+def _bench_report(result, out):
+    from usmtl.bench import format_result, write_json
+
+    click.echo(format_result(result))
+    write_json(result, out)
+    if out:
+        click.echo(f"Wrote {out}")
+
+
+_bench_out_option = click.option("--out", type=click.Path(dir_okay=False), help="JSON file to write.")
+
+
+@bench_group.command("pipeline")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
+              help="Manifest CSV (default: synthetic phantoms in a temporary folder).")
+@_config_option
+@_set_option
+@click.option("--limit", type=int, help="Only the first N images of the manifest.")
+@click.option("--epochs", default=3, show_default=True, help="Cached epochs timed (median).")
+@click.option("--batch-size", type=int, help="Default: the config's train.batch_size.")
+@click.option("--cache", type=click.Choice(["auto", "memory", "disk"]),
+              help="Override data.cache (a file cache goes in a temporary folder).")
+@_bench_out_option
+@_friendly_errors
+def bench_pipeline_command(manifest, config_path, overrides, limit, epochs, batch_size, cache, out):
+    """Images/s of a plain per-image Pillow loop against the tf.data pipeline: its first
+    epoch (decode + RoI crop, filling the cache) and its cached epochs."""
+    _quiet_tensorflow()
+    from usmtl.bench import bench_pipeline
+
+    _bench_report(bench_pipeline(manifest, config_path, overrides, limit, epochs, batch_size,
+                                 cache), out)
+
+
+@bench_group.command("train")
+@click.option("--backend", type=click.Choice(["tensorflow", "jax"]),
+              help="Keras backend (default: KERAS_BACKEND, else tensorflow). jax needs no TensorFlow.")
+@_config_option
+@_set_option
+@click.option("--image-size", type=int, help="Default: the config's data.image_size.")
+@click.option("--batch-size", type=int, help="Default: the config's train.batch_size.")
+@click.option("--backbone", help="Default: the config's model.backbone.")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]))
+@click.option("--jit/--no-jit", default=None, help="XLA (default: train.jit_compile's auto rule; "
+              "always on for JAX).")
+@click.option("--steps-per-execution", default=1, show_default=True)
+@click.option("--steps", default=50, show_default=True, help="Timed steps.")
+@click.option("--warmup", default=5, show_default=True, help="Untimed steps first.")
+@click.option("--augment/--no-augment", default=None, help="Default: the config's data.augment.enabled.")
+@click.option("--data-on-device", is_flag=True,
+              help="JAX: keep the batch on the accelerator and call the jitted step directly.")
+@_bench_out_option
+@_friendly_errors
+def bench_train_command(backend, config_path, overrides, image_size, batch_size, backbone,
+                        precision, jit, steps_per_execution, steps, warmup, augment,
+                        data_on_device, out):
+    """Training images/s of the project's model (losses, hinge, optimizer as 'usmtl fit'
+    compiles them) on synthetic uint8 images; warm-up excluded."""
+    _quiet_tensorflow()
+    from usmtl.bench import bench_train
+
+    _bench_report(bench_train(backend, config_path, overrides, image_size, batch_size, backbone,
+                              precision, "auto" if jit is None else jit, steps_per_execution,
+                              steps, warmup, augment, data_on_device), out)
+
+
+@bench_group.command("predict")
+@click.argument("model", required=False, type=click.Path(exists=True))
+@click.option("--savedmodel", type=click.Path(exists=True, file_okay=False),
+              help="A SavedModel folder (serving_default signature, uint8 input).")
+@click.option("--tflite", type=click.Path(exists=True, dir_okay=False), help="A .tflite file.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--batches", default=10, show_default=True, help="Batches per timed pass.")
+@click.option("--runs", default=50, show_default=True, help="Timed single-image calls.")
+@click.option("--image-size", type=int, help="Needed only for a SavedModel of any input size "
+              "without a MODEL.")
+@_bench_out_option
+@_friendly_errors
+def bench_predict_command(model, savedmodel, tflite, batch_size, batches, runs, image_size, out):
+    """Batched images/s and single-image latency of a run's Keras MODEL (run directory or
+    .keras file), a SavedModel and a TFLite file."""
+    _quiet_tensorflow()
+    from usmtl.bench import bench_predict
+
+    _bench_report(bench_predict(model, savedmodel, tflite, batch_size, batches, runs,
+                                image_size), out)
 
 
 if __name__ == "__main__":

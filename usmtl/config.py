@@ -73,8 +73,11 @@ class DataConfig:
     # Label (a column or expression, as a task's label) stratifying the patient split;
     # default: the first task's label. Variants keep the full config's, so they share a split.
     stratify: Optional[str] = None
-    # "memory", "none", or a file path prefix for tf.data's file cache.
-    cache: str = "memory"
+    # Where the decoded RoI crops are kept between epochs: "auto" (in memory when they take
+    # under half the available memory, else a file cache in the run directory), "memory",
+    # "disk" (file cache in the run directory), "none" (decode every epoch), or a path prefix
+    # for tf.data's file cache.
+    cache: str = "auto"
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 
@@ -111,8 +114,16 @@ class TrainConfig:
     seed: int = 0
     # "auto" (mixed_float16 on GPU, float32 on CPU), "float32", "mixed_float16", "mixed_bfloat16".
     precision: str = "auto"
-    # "auto" (mirrored over several GPUs), "default", "mirrored".
+    # tf.distribute strategy: "auto" (multiworker when TF_CONFIG names several tasks,
+    # mirrored over several local GPUs, else default), "default", "mirrored", "multiworker"
+    # (MultiWorkerMirroredStrategy from TF_CONFIG). batch_size is the global batch.
     strategy: str = "auto"
+    # XLA-compile the training step: "auto" (on with one GPU, off on CPU and across
+    # replicas), true or false.
+    jit_compile: Any = "auto"
+    # Training steps per call of the compiled function: "auto" (8 on GPU, 1 on CPU) or an
+    # integer >= 1. Callbacks see the batch logs once per call.
+    steps_per_execution: Any = "auto"
     # Weight positives by negatives/positives per task, through sample weights.
     balance_classes: bool = False
     # Epochs without a better validation AUC before stopping (0: never stop early).
@@ -153,11 +164,21 @@ class ExperimentConfig:
                 raise ConfigError(f"{key} must be {expected}. Received: {_get(self, key)}")
         choices = {
             "train.precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
-            "train.strategy": ("auto", "default", "mirrored"),
+            "train.strategy": ("auto", "default", "mirrored", "multiworker"),
         }
         for key, allowed in choices.items():
             if _get(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {allowed}. Received: {_get(self, key)!r}")
+        jit = self.train.jit_compile
+        if not (jit == "auto" or isinstance(jit, bool)):
+            raise ConfigError(f"train.jit_compile must be auto, true or false. Received: {jit!r}")
+        spe = self.train.steps_per_execution
+        if not (spe == "auto" or (isinstance(spe, int) and not isinstance(spe, bool) and spe >= 1)):
+            raise ConfigError(f"train.steps_per_execution must be auto or an integer >= 1. "
+                              f"Received: {spe!r}")
+        if not self.data.cache:
+            raise ConfigError("data.cache must be auto, memory, disk, none or a file path prefix. "
+                              f"Received: {self.data.cache!r}")
         for key in ("data.augment.crop_scale", "data.augment.crop_aspect", "data.augment.gamma"):
             value = _get(self, key)
             if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or value[0] > value[1]:

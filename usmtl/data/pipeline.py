@@ -1,27 +1,90 @@
-"""The ``tf.data`` input pipeline: decode, crop the RoI, cache, augment, batch, prefetch.
+"""The ``tf.data`` input pipeline: decode and crop the RoI once, cache, shuffle, batch.
 
-Decoding and cropping happen once (``cache``); each epoch then only shuffles and augments.
-Images travel as uint8 until augmentation. Evaluation datasets are deterministic: same
-order, no augmentation.
+Decoding and cropping happen once per image (the first epoch); the crops are kept as uint8
+(in memory or in a file cache, see :func:`resolve_cache`), so later epochs only shuffle and
+batch. Images stay uint8 all the way into the model, a quarter of the bytes of float32: the
+model's float32 input casts them on the device, and training-time augmentation is a layer
+of the model (:class:`usmtl.model.augment.RoiAugment`) that runs inside the compiled
+training step, on the accelerator where there is one. Evaluation datasets are
+deterministic: same order, no augmentation.
 
 Labels are dictionaries keyed by task name. An unknown label (NaN) is fed as 0 with a
 sample weight of 0, so it contributes nothing to its task's loss (Keras rejects
 ``class_weight`` for multi-output models; per-output sample weights are the way).
+
+Example:
+    >>> from usmtl.config import DataConfig
+    >>> from usmtl.data.pipeline import make_dataset
+    >>> ds = make_dataset(paths, boxes, labels, DataConfig(image_size=64), 32,
+    ...                   training=True)  # doctest: +SKIP
+    >>> image, y, weights = next(iter(ds))  # doctest: +SKIP
+    >>> image.dtype, image.shape  # doctest: +SKIP
+    (tf.uint8, TensorShape([32, 64, 64, 3]))
 """
 
 from __future__ import annotations
 
-import math
+import glob
+import os
 
 import numpy as np
 import tensorflow as tf
 
-from usmtl.config import AugmentConfig, DataConfig
+from usmtl.config import DataConfig
 from usmtl.data.roi import load_roi
 
+# "auto" keeps the decoded crops in memory when they need less than this fraction of the
+# memory available now (the rest is left to the model, TensorFlow and other processes).
+MEMORY_FRACTION = 0.5
 
-def roi_images(paths: list[str], boxes: list, data: DataConfig) -> tf.data.Dataset:
-    """A deterministic dataset of ``(size, size, 3)`` uint8 RoI crops, cached per config."""
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def cache_bytes(n_images: int, image_size: int) -> int:
+    """Size of the decoded uint8 cache of ``n_images`` RoI crops."""
+    return int(n_images) * image_size * image_size * 3
+
+
+def resolve_cache(setting: str, n_images: int, image_size: int, cache_dir: str | None = None,
+                  name: str = "images", available: int | None = None) -> str:
+    """Where :func:`roi_images` keeps its crops: ``"memory"``, ``"none"`` or a file prefix.
+
+    ``auto``: memory when the crops take under ``MEMORY_FRACTION`` of the available memory
+    (or when it is unknown), else a file cache ``cache_dir/name``; ``disk``: that file cache
+    always. Without a ``cache_dir`` (predictions), a file cache falls back to memory for
+    ``disk`` and to no cache for ``auto``. Any other value is used as a file prefix as is.
+    """
+    if setting in ("memory", "none"):
+        return setting
+    if setting in ("auto", "disk"):
+        if setting == "auto":
+            available = available_memory() if available is None else available
+            if available is None or cache_bytes(n_images, image_size) < MEMORY_FRACTION * available:
+                return "memory"
+        if cache_dir is None:
+            return "memory" if setting == "disk" else "none"
+        os.makedirs(cache_dir, exist_ok=True)
+        return os.path.join(cache_dir, f"{name}_{image_size}px")
+    return setting
+
+
+def roi_images(paths: list[str], boxes: list, data: DataConfig, cache: str | None = None,
+               cache_dir: str | None = None, name: str = "images") -> tf.data.Dataset:
+    """A deterministic dataset of ``(size, size, 3)`` uint8 RoI crops, cached as
+    :func:`resolve_cache` decides from ``data.cache`` (or ``cache`` when given)."""
     size = data.image_size
 
     def load(index):
@@ -32,10 +95,14 @@ def roi_images(paths: list[str], boxes: list, data: DataConfig) -> tf.data.Datas
         lambda i: tf.numpy_function(load, [i], tf.uint8, stateful=False),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.map(lambda x: tf.ensure_shape(x, (size, size, 3)))
-    if data.cache == "memory":
+    where = resolve_cache(cache or data.cache, len(paths), size, cache_dir, name)
+    if where == "memory":
         dataset = dataset.cache()
-    elif data.cache not in ("none", ""):
-        dataset = dataset.cache(data.cache)
+    elif where != "none":
+        # A run killed during its first epoch leaves a lock file that would block the cache.
+        for lock in glob.glob(glob.escape(where) + "*.lockfile"):
+            os.remove(lock)
+        dataset = dataset.cache(where)
     return dataset
 
 
@@ -60,57 +127,24 @@ def targets(labels: dict[str, np.ndarray], balance: bool = False):
     return y, weights
 
 
-def augment(image: tf.Tensor, cfg: AugmentConfig, size: int) -> tf.Tensor:
-    """Random resized crop, flips, brightness, contrast and gamma on one uint8 image;
-    returns float32 in [0, 255]."""
-    x = tf.cast(image, tf.float32) / 255.0
-    lo, hi = cfg.crop_scale
-    area = tf.random.uniform([], lo, hi)
-    log_aspect = tf.random.uniform([], math.log(cfg.crop_aspect[0]), math.log(cfg.crop_aspect[1]))
-    aspect = tf.exp(log_aspect)
-    w = tf.minimum(tf.sqrt(area * aspect), 1.0)
-    h = tf.minimum(tf.sqrt(area / aspect), 1.0)
-    y0 = tf.random.uniform([], 0.0, 1.0 - h + 1e-6)
-    x0 = tf.random.uniform([], 0.0, 1.0 - w + 1e-6)
-    x = tf.image.crop_and_resize(x[None], [[y0, x0, y0 + h, x0 + w]], [0], [size, size])[0]
-    if cfg.horizontal_flip:
-        x = tf.image.random_flip_left_right(x)
-    if cfg.vertical_flip:
-        x = tf.image.random_flip_up_down(x)
-    if cfg.brightness > 0:
-        x = x + tf.random.uniform([], -cfg.brightness, cfg.brightness)
-    if cfg.contrast > 0:
-        x = tf.image.random_contrast(x, 1.0 - cfg.contrast, 1.0 + cfg.contrast)
-    x = tf.clip_by_value(x, 0.0, 1.0)
-    g0, g1 = cfg.gamma
-    if g0 != 1.0 or g1 != 1.0:
-        x = tf.pow(x, tf.random.uniform([], g0, g1))
-    return x * 255.0
-
-
 def make_dataset(paths, boxes, labels: dict[str, np.ndarray] | None, data: DataConfig,
-                 batch_size: int, training: bool, seed: int = 0,
-                 balance: bool = False) -> tf.data.Dataset:
-    """Batched ``(image, y, sample_weight)`` for training, or images (plus labels when
-    given) in manifest order for evaluation."""
-    images = roi_images(list(paths), list(boxes), data)
+                 batch_size: int, training: bool, seed: int = 0, balance: bool = False,
+                 cache_dir: str | None = None, name: str = "images") -> tf.data.Dataset:
+    """Batched uint8 ``(image, y, sample_weight)`` for training (shuffled, full batches), or
+    images (plus labels when given) in manifest order for evaluation.
+
+    ``cache_dir`` and ``name`` place the file cache when ``data.cache`` asks for one.
+    """
+    images = roi_images(list(paths), list(boxes), data, cache_dir=cache_dir, name=name)
     if labels is None:
-        dataset = images.map(lambda x: tf.cast(x, tf.float32))
-        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return images.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     y, weights = targets(labels, balance=balance)
     dataset = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices((y, weights)))
-    size = data.image_size
     if training:
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        aug = data.augment
-        if aug.enabled:
-            dataset = dataset.map(lambda x, t: (augment(x, aug, size), *t),
-                                  num_parallel_calls=tf.data.AUTOTUNE)
-        else:
-            dataset = dataset.map(lambda x, t: (tf.cast(x, tf.float32), *t))
         # Full batches keep shapes static (one compiled step) and BatchNorm statistics sane.
         drop = len(paths) > batch_size
         dataset = dataset.batch(batch_size, drop_remainder=drop)
     else:
-        dataset = dataset.map(lambda x, t: (tf.cast(x, tf.float32), *t)).batch(batch_size)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.batch(batch_size)
+    return dataset.map(lambda x, t: (x, *t)).prefetch(tf.data.AUTOTUNE)

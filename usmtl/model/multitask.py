@@ -15,26 +15,37 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from usmtl.model.augment import RoiAugment
 from usmtl.model.backbones import BACKBONES, InputNormalization
 from usmtl.model.hinge import HierarchicalHinge
 from usmtl.tasks import TaskGraph
 
 POOL_LAYER = "pool"
 HINGE_LAYER = "hierarchical_hinge"
+AUGMENT_LAYER = "augment"
 
 
 def build_model(cfg) -> keras.Model:
     """Build the functional model of an :class:`~usmtl.config.ExperimentConfig`.
 
     Inputs are RGB images in [0, 255] of ``data.image_size`` pixels; outputs are a dict
-    ``{task name: probability of shape (batch, 1)}``. Heads and hinge are float32 whatever
-    the global precision policy, so the loss sum never mixes dtypes.
+    ``{task name: probability of shape (batch, 1)}``. The input is float32, but feed uint8
+    where you can (the training pipeline does): Keras casts it inside the compiled function,
+    on the device, so a batch crosses from the host in a quarter of the bytes. With
+    ``data.augment.enabled`` the first layer is :class:`~usmtl.model.augment.RoiAugment`,
+    active in training only. Heads and hinge are float32 whatever the global precision
+    policy, so the loss sum never mixes dtypes.
     """
     graph = TaskGraph.from_config(cfg.tasks)
     spec = BACKBONES[cfg.model.backbone]
     size = cfg.data.image_size
     inputs = keras.Input((size, size, 3), name="image")
-    x = InputNormalization(spec.normalization, name="normalization")(inputs)
+    x = inputs
+    if cfg.data.augment.enabled:
+        # Identity at inference; in training it runs inside the compiled step, on the device.
+        x = RoiAugment.from_augment_config(cfg.data.augment, seed=cfg.train.seed,
+                                           name=AUGMENT_LAYER)(x)
+    x = InputNormalization(spec.normalization, name="normalization")(x)
     features = spec.build(x, cfg.model.weights, cfg.model)
     x = layers.GlobalAveragePooling2D(name=POOL_LAYER)(features)
     if cfg.model.dropout > 0:

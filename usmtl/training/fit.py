@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 
@@ -116,12 +117,25 @@ def resolve_precision(precision: str) -> str:
 
 
 def resolve_strategy(name: str):
-    """``auto``: MirroredStrategy across several GPUs, else the default strategy."""
+    """The ``tf.distribute`` strategy for ``train.strategy``.
+
+    ``auto``: MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster of several
+    tasks, MirroredStrategy across several local GPUs, else the default strategy.
+    ``multiworker`` reads the cluster from ``TF_CONFIG`` (one worker without it). Call this
+    before anything else touches TensorFlow's devices: a multi-worker strategy must be
+    created before the runtime starts.
+    """
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
+    from usmtl.training.loop import cluster_size
+
+    if name == "multiworker" or (name == "auto" and cluster_size() > 1):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        # Without GPUs, mirror over the logical CPUs a caller configured (tests do).
+        return tf.distribute.MirroredStrategy(None if gpus or len(cpus) < 2 else cpus)
     return tf.distribute.get_strategy()
 
 
@@ -156,7 +170,7 @@ def _read_json(path: str):
 # ---------------------------------------------------------------------------------------
 
 
-def _make_validation_callback(dataset, labels: dict, run_dir: str):
+def _make_validation_callback(dataset, labels: dict, run_dir: str, predict):
     import keras
 
     class ValidationCheckpoint(keras.callbacks.Callback):
@@ -172,7 +186,7 @@ def _make_validation_callback(dataset, labels: dict, run_dir: str):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
-            probs = self.model.predict(dataset, verbose=0)
+            probs = predict(dataset)
             aucs = []
             for name, y in labels.items():
                 p = np.clip(np.ravel(probs[name]).astype(float), 1e-7, 1 - 1e-7)
@@ -197,17 +211,6 @@ def _make_validation_callback(dataset, labels: dict, run_dir: str):
 # ---------------------------------------------------------------------------------------
 # The driver
 # ---------------------------------------------------------------------------------------
-
-
-def _steps_schedule(train_cfg, steps_per_epoch: int):
-    import keras
-
-    if train_cfg.lr_decay_every <= 0 or train_cfg.lr_decay_every >= train_cfg.epochs:
-        return train_cfg.learning_rate
-    drops = list(range(train_cfg.lr_decay_every, train_cfg.epochs, train_cfg.lr_decay_every))
-    boundaries = [e * steps_per_epoch for e in drops]
-    values = [train_cfg.learning_rate * train_cfg.lr_decay_factor ** k for k in range(len(drops) + 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
 def _start_run(cfg, manifest_path, out_dir, split_file):
@@ -247,26 +250,64 @@ def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
     """
     extra_callbacks = list(callbacks)
     started = time.time()
+    from usmtl.training.loop import is_chief
+
+    chief = is_chief()
     if resume:
         cfg, data, run = _resume_run(out_dir)
         if run.get("status") == "finished":
             return _result(out_dir, time.time() - started)
+        write_dir = out_dir if chief else _worker_dir(out_dir)
     else:
         if cfg is None or manifest_path is None:
             raise UsmtlError("fit needs a config and a manifest (or resume=True)")
-        cfg, data = _start_run(cfg, manifest_path, out_dir, split_file)
+        # Only the chief writes the run directory; other workers of a multi-worker run
+        # write to a temporary one (the standard Keras multi-worker pattern).
+        write_dir = out_dir if chief else _worker_dir(None)
+        cfg, data = _start_run(cfg, manifest_path, write_dir, split_file)
+    try:
+        seconds = _train(cfg, data, write_dir, verbose, extra_callbacks, started)
+        result = _result(write_dir, seconds)
+    finally:
+        if write_dir != out_dir:
+            shutil.rmtree(write_dir, ignore_errors=True)
+    return dataclasses.replace(result, run_dir=out_dir)
+
+
+def _worker_dir(resume_from: str | None) -> str:
+    """A non-chief worker's temporary run directory; on resume it starts from the chief's
+    backup (which then needs a file system shared by the workers)."""
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="usmtl-worker-")
+    if resume_from is not None:
+        for name in (CONFIG_FILE, SPLIT_FILE, RUN_FILE, BEST_STATE):
+            source = os.path.join(resume_from, name)
+            if os.path.isfile(source):
+                os.makedirs(os.path.dirname(os.path.join(path, name)), exist_ok=True)
+                shutil.copy(source, os.path.join(path, name))
+        if os.path.isdir(os.path.join(resume_from, "backup")):
+            shutil.copytree(os.path.join(resume_from, "backup"), os.path.join(path, "backup"))
+    return path
+
+
+def _train(cfg, data, out_dir, verbose, extra_callbacks, started) -> float:
+    """Build, train and evaluate into ``out_dir``; returns the run's seconds."""
+    strategy = resolve_strategy(cfg.train.strategy)  # first: before TF starts its runtime
 
     import keras
 
     from usmtl.data.pipeline import make_dataset
     from usmtl.model.multitask import build_model
+    from usmtl.training.compile import compile_for_training
+    from usmtl.training.loop import (predict_function, resolve_jit,
+                                     resolve_steps_per_execution, strategy_name, train)
 
     _write_json(os.path.join(out_dir, "versions.json"), library_versions())
     keras.utils.set_random_seed(cfg.train.seed)
     precision = resolve_precision(cfg.train.precision)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
-    strategy = resolve_strategy(cfg.train.strategy)
 
     manifest, rows = data.manifest, data.row_split
     paths, boxes = np.array(manifest.image_paths()), manifest.boxes()
@@ -277,19 +318,24 @@ def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
     train_idx, train_paths, train_boxes, train_labels = subset("train")
     val_idx, val_paths, val_boxes, val_labels = subset("val")
     batch = cfg.train.batch_size
+    cache_dir = os.path.join(out_dir, "cache")
     train_ds = make_dataset(train_paths, train_boxes, train_labels, cfg.data, batch, training=True,
-                            seed=cfg.train.seed, balance=cfg.train.balance_classes)
+                            seed=cfg.train.seed, balance=cfg.train.balance_classes,
+                            cache_dir=cache_dir, name="train")
     steps = max(1, len(train_idx) // batch)
+    jit = resolve_jit(cfg.train.jit_compile, strategy)
+    steps_per_execution = resolve_steps_per_execution(cfg.train.steps_per_execution, steps)
     try:
         with strategy.scope():
-            model = build_model(cfg)
-            optimizer = keras.optimizers.Adam(_steps_schedule(cfg.train, steps))
-            model.compile(optimizer=optimizer,
-                          loss={name: keras.losses.BinaryCrossentropy() for name in data.graph.names})
+            # The saved compile config keeps "auto": a model trained with XLA on a GPU does
+            # not force XLA on the CPU that loads it. The loop below gets the resolved value.
+            model = compile_for_training(build_model(cfg), cfg, steps, "auto", steps_per_execution)
+        predict = predict_function(model)
         callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"))]
-        val_ds = make_dataset(val_paths, val_boxes, None, cfg.data, batch, training=False)
+        val_ds = make_dataset(val_paths, val_boxes, None, cfg.data, batch, training=False,
+                              cache_dir=cache_dir, name="val")
         if len(val_idx):
-            callbacks.append(_make_validation_callback(val_ds, val_labels, out_dir))
+            callbacks.append(_make_validation_callback(val_ds, val_labels, out_dir, predict))
             if cfg.train.early_stopping > 0:
                 callbacks.append(keras.callbacks.EarlyStopping(
                     monitor="val_auc", mode="max", patience=cfg.train.early_stopping))
@@ -300,8 +346,9 @@ def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
         ] + extra_callbacks
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
-        model.fit(train_ds, epochs=cfg.train.epochs, callbacks=callbacks, verbose=verbose,
-                  shuffle=False)  # the dataset shuffles itself
+        train(model, train_ds, strategy, epochs=cfg.train.epochs, steps_per_epoch=steps,
+              callbacks=callbacks, verbose=verbose, steps_per_execution=steps_per_execution,
+              jit_compile=jit)
         model.save(os.path.join(out_dir, LAST_MODEL))
         if not os.path.isfile(os.path.join(out_dir, BEST_MODEL)):
             # No validation set, or no AUC ever defined: the last epoch is the best we know.
@@ -309,23 +356,29 @@ def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
             _write_json(os.path.join(out_dir, BEST_STATE), {"epoch": cfg.train.epochs, "val_auc": None})
         if len(val_idx):
             best = keras.models.load_model(os.path.join(out_dir, BEST_MODEL))
-            probs = best.predict(val_ds, verbose=0)
+            probs = predict_function(best)(val_ds)
             frame = predictions_frame(manifest.frame["image"].to_numpy()[val_idx],
                                       manifest.patient_ids()[val_idx], ["val"] * len(val_idx),
                                       probs, val_labels, data.graph.edges)
             frame.to_csv(os.path.join(out_dir, "val_predictions.csv"), index=False)
             metrics = {name: binary_metrics(val_labels[name], probs[name]) for name in data.graph.names}
             _write_json(os.path.join(out_dir, "val_metrics.json"), metrics)
+        # A file cache (data.cache disk, or auto on a large data set) is only needed to
+        # resume; a finished run does not keep gigabytes of crops.
+        shutil.rmtree(cache_dir, ignore_errors=True)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     run_file = os.path.join(out_dir, RUN_FILE)
     run = _read_json(run_file)
+    seconds = time.time() - started
     run.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-               precision=precision, strategy=type(strategy).__name__,
+               precision=precision, strategy=strategy_name(strategy),
+               replicas=int(strategy.num_replicas_in_sync), jit_compile=bool(jit),
+               steps_per_execution=int(steps_per_execution),
                train_images=int(len(train_idx)), val_images=int(len(val_idx)),
-               seconds=round(time.time() - started, 1))
+               seconds=round(seconds, 1))
     _write_json(run_file, run)
-    return _result(out_dir, time.time() - started)
+    return seconds
 
 
 def _result(out_dir: str, seconds: float) -> FitResult:

@@ -1,0 +1,43 @@
+"""How a model is compiled for training: loss, hinge, optimizer and schedule, defined once.
+
+``usmtl fit`` and ``usmtl bench train`` (on either Keras backend) both compile through
+:func:`compile_for_training`, so a benchmark measures the step that training runs. Only
+Keras is imported here, never TensorFlow: the JAX benchmark runs where TF is not installed.
+
+Example:
+    >>> from usmtl.config import load_config
+    >>> from usmtl.model.multitask import build_model
+    >>> from usmtl.training.compile import compile_for_training
+    >>> cfg = load_config("configs/quickstart.yaml")  # doctest: +SKIP
+    >>> model = compile_for_training(build_model(cfg), cfg, steps_per_epoch=20)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from usmtl.tasks import TaskGraph
+
+
+def learning_rate(train_cfg, steps_per_epoch: int):
+    """Adam's learning rate: constant, or multiplied by ``lr_decay_factor`` every
+    ``lr_decay_every`` epochs (the paper's step schedule)."""
+    import keras
+
+    if train_cfg.lr_decay_every <= 0 or train_cfg.lr_decay_every >= train_cfg.epochs:
+        return train_cfg.learning_rate
+    drops = list(range(train_cfg.lr_decay_every, train_cfg.epochs, train_cfg.lr_decay_every))
+    boundaries = [e * steps_per_epoch for e in drops]
+    values = [train_cfg.learning_rate * train_cfg.lr_decay_factor ** k for k in range(len(drops) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def compile_for_training(model, cfg, steps_per_epoch: int, jit_compile="auto",
+                         steps_per_execution: int = 1):
+    """Compile ``model`` with one binary cross-entropy per task head (the hierarchical hinge
+    is added by the model itself, through ``add_loss``) and Adam; returns the model."""
+    import keras
+
+    names = TaskGraph.from_config(cfg.tasks).names
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(cfg.train, steps_per_epoch)),
+                  loss={name: keras.losses.BinaryCrossentropy() for name in names},
+                  jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+    return model
