@@ -236,6 +236,6 @@ def test_bench_predict_keras_savedmodel_and_tflite(tmp_path, tiny_config):
                            batch_size=4, batches=2, runs=3)
     kinds = [row["model"].split()[0] for row in result["rows"]]
     assert kinds == ["keras", "savedmodel", "tflite"]
-    for row in result["rows"]:
-        assert row["images_per_s"] > 0
-    assert result["rows"][0]["single_image_ms"] > 0 and result["image_size"] == 32
+    for row in result["rows"]:  # every kind, TFLite included (a batch-1 interpreter)
+        assert row["images_per_s"] > 0 and row["single_image_ms"] > 0
+    assert result["image_size"] == 32

@@ -445,7 +445,8 @@ def _time_jax_fit(model, x, y, w, warmup, steps):
             yield x, y, w
 
     clock = Clock()
-    model.fit(batches(), steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[clock])
+    model.fit(batches(), steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[clock],
+              shuffle=False)  # a generator cannot be shuffled; Keras warns otherwise
     jax.block_until_ready([v.value for v in model.variables])
     return time.perf_counter() - clock.start
 
@@ -569,9 +570,9 @@ def bench_predict(model_path: str | None = None, savedmodel: str | None = None,
         x = images(batch * batches, size)
         seconds = _timed(lambda: [call_batch(x[i:i + batch]) for i in range(0, len(x), batch)],
                          max(1, runs // 10))
-        latency = _timed(lambda: call_one(x[:1]), runs)
+        latency = None if call_one is None else 1000 * _timed(lambda: call_one(x[:1]), runs)
         rows.append({"model": kind, "batch": batch, "images_per_s": len(x) / seconds,
-                     "single_image_ms": 1000 * latency})
+                     "single_image_ms": latency})
 
     if model_path:
         from usmtl.predict import load_run
@@ -589,10 +590,10 @@ def bench_predict(model_path: str | None = None, savedmodel: str | None = None,
     if tflite:
         call, batch, shape = load_tflite(tflite, batch_size)
         size = size or shape[0]
-        measure("tflite", call, call if batch == 1 else (lambda one: call(np.repeat(one, batch, 0))),
-                batch)
-        if batch != 1:
-            rows[-1]["single_image_ms"] = None
+        # One image through an interpreter of batch 1, as on a phone (None if the file
+        # has a fixed larger batch).
+        one, one_batch, _ = load_tflite(tflite, 1)
+        measure("tflite (LiteRT)", call, one if one_batch == 1 else None, batch)
     return {"benchmark": "predict", "model": model_path, "savedmodel": savedmodel,
             "tflite": tflite, "image_size": size, "rows": rows,
             "memory": peak_memory(), "machine": machine()}
