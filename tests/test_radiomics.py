@@ -251,6 +251,20 @@ def test_radiomics_compares_with_a_cnn_run(phantoms, tmp_path):
     evaluated = invoke("evaluate", out, "--bootstrap", 50)
     assert evaluated.exit_code == 0, evaluated.output
     assert (out / "metrics.json").is_file()
+    # The fitted forests predict new images from their features, exactly as in the fit.
+    predicted = invoke("radiomics", "predict", out, features, "--out", tmp_path / "new.csv")
+    assert predicted.exit_code == 0, predicted.output
+    new = pd.read_csv(tmp_path / "new.csv").set_index("image")
+    fitted = pd.read_csv(out / "predictions.csv").set_index("image")
+    assert len(new) == len(fitted) and set(new["split"]) == {"train", "val", "test"}
+    for column in ("p_malignancy", "p_alnm"):
+        np.testing.assert_allclose(new.loc[fitted.index, column], fitted[column], rtol=0, atol=1e-12)
+    short = pd.read_csv(features).drop(columns=["original_firstorder_Signal"])
+    short.to_csv(tmp_path / "short.csv", index=False)
+    failed = invoke("radiomics", "predict", out, tmp_path / "short.csv")
+    assert failed.exit_code != 0 and "original_firstorder_Signal" in failed.output
+    not_fit = invoke("radiomics", "predict", tmp_path, features)
+    assert not_fit.exit_code != 0 and "models.joblib" in not_fit.output
 
 
 @pytest.mark.busbra
@@ -266,3 +280,16 @@ def test_busbra_extraction(busbra_root, tmp_path):
         table = extract_features(str(small), None, RadiomicsSettings(mask=mask), progress=False)
         assert table.failures == [] and table.n_features == 93
         assert np.isfinite(table.frame[table.feature_names].to_numpy(float)).all()
+
+
+def test_predict_refuses_features_extracted_with_other_settings(phantoms, tmp_path):
+    from usmtl.errors import UsmtlError
+    from usmtl.radiomics.model import _check_same_extraction
+
+    fitted = synthetic_features(phantoms, str(tmp_path / "fitted.csv"))
+    with open(tmp_path / "fitted.json", "w") as f:
+        json.dump({"manifest": str(phantoms), "settings": {"bin_width": 8}}, f)
+    _check_same_extraction(fitted, {"settings": {"bin_width": 8}}, "new.csv")  # same: fine
+    _check_same_extraction(fitted, {}, "new.csv")  # no sidecar to compare: fine
+    with pytest.raises(UsmtlError, match="other settings"):
+        _check_same_extraction(fitted, {"settings": {"bin_width": 16}}, "new.csv")

@@ -424,6 +424,25 @@ def radiomics_fit(features, out, split_file, config_path, overrides, manifest, s
     click.echo(f"\nWrote {out}")
 
 
+@radiomics_group.command("predict")
+@click.argument("fit_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("features", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="CSV to write (default: print).")
+@_friendly_errors
+def radiomics_predict(fit_dir, features, out):
+    """Probabilities of a fitted radiomics model (FIT_DIR of 'usmtl radiomics fit') for new
+    images, from their features ('usmtl radiomics extract' with the same settings), in the
+    prediction format of 'usmtl predict'."""
+    from usmtl.radiomics.model import predict_radiomics
+
+    frame = predict_radiomics(fit_dir, features)
+    if out:
+        frame.to_csv(out, index=False)
+        click.echo(f"Wrote {len(frame)} prediction(s) to {out}")
+    else:
+        click.echo(frame.to_csv(index=False), nl=False)
+
+
 # ---------------------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------------------

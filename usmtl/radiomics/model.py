@@ -204,3 +204,66 @@ def fit_radiomics(features_path: str, out_dir: str, cfg=None, split_file: str | 
                    "config_name": cfg.name}, f, indent=1)
     result["out_dir"] = out_dir
     return result
+
+
+def predict_radiomics(fit_dir: str, features_path: str) -> pd.DataFrame:
+    """Probabilities of a fitted radiomics model (the folder of :func:`fit_radiomics`) for
+    the images of a feature file of ``usmtl radiomics extract``, in the CNN's prediction
+    format (``split`` from the fit's ``split.csv`` for known patients, else empty; labels are
+    not read: evaluate with ``usmtl evaluate`` on a manifest's predictions instead).
+
+    Extract the new images with the settings of the fit's features (the command checks the
+    sidecars when both are present). Rows with a non-finite feature get no probability.
+
+    Example:
+        >>> frame = predict_radiomics("runs/radiomics", "new_features.csv")  # doctest: +SKIP
+        >>> frame[["image", "p_malignancy"]].head()  # doctest: +SKIP
+    """
+    import joblib
+
+    from usmtl.config import load_config
+    from usmtl.data.splits import SPLIT_FILE, load_split
+    from usmtl.evaluation.predictions import predictions_frame
+    from usmtl.radiomics.extract import read_features
+    from usmtl.tasks import TaskGraph
+    from usmtl.training.fit import CONFIG_FILE
+
+    models_file = os.path.join(fit_dir, "models.joblib")
+    if not os.path.isfile(models_file):
+        raise UsmtlError(f"{fit_dir}: no models.joblib; is it a folder of 'usmtl radiomics fit'? "
+                         f"Received: {fit_dir}")
+    models = joblib.load(models_file)
+    features, meta = read_features(features_path)
+    with open(os.path.join(fit_dir, "radiomics.json")) as f:
+        fitted = json.load(f)
+    _check_same_extraction(fitted.get("features"), meta, features_path)
+    missing = sorted({c for m in models.values() for c in m["features"]} - set(features.columns))
+    if missing:
+        raise UsmtlError(f"{features_path} lacks features the model uses: {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}. Received: {features_path}")
+    used = sorted({c for m in models.values() for c in m["features"]})
+    usable = np.isfinite(features[used].to_numpy(float)).all(axis=1) if used else \
+        np.ones(len(features), bool)
+    part = features[usable]
+    probs = {name: model["forest"].predict_proba(part[model["features"]].to_numpy(float))[:, 1]
+             for name, model in models.items()}
+    split_file = os.path.join(fit_dir, SPLIT_FILE)
+    known = load_split(split_file) if os.path.isfile(split_file) else {}
+    patients = part["patient_id"].astype(str).to_numpy()
+    splits = np.array([known.get(p, "") for p in patients], dtype=object)
+    edges = TaskGraph.from_config(load_config(os.path.join(fit_dir, CONFIG_FILE)).tasks).edges
+    return predictions_frame(part["image"].to_numpy(), patients, splits, probs, None,
+                             [e for e in edges if e[0] in probs and e[1] in probs])
+
+
+def _check_same_extraction(fitted_features: str | None, meta: dict, features_path: str) -> None:
+    """The new features must come from the extraction settings the model was fitted on."""
+    from usmtl.radiomics.extract import read_features
+
+    if not fitted_features or not os.path.isfile(fitted_features) or "settings" not in meta:
+        return  # nothing to compare with (the fit's feature file moved, or no sidecar)
+    fitted_meta = read_features(fitted_features)[1]
+    if "settings" in fitted_meta and fitted_meta["settings"] != meta["settings"]:
+        raise UsmtlError(f"{features_path} was extracted with other settings than the model's "
+                         f"features ({fitted_features}); extract again with the same ones. "
+                         f"Received: {meta['settings']}, model: {fitted_meta['settings']}")
