@@ -54,6 +54,21 @@ def test_read_manifest_with_box_columns(tmp_path):
     assert len(sub) == 2 and sub.boxes() == [Box(0, 0, 10, 10), Box(5, 5, 6, 6)]
 
 
+@pytest.mark.parametrize("rows, named", [(None, ["line 3", "line 4"]), ([0, 2], ["line 4"]),
+                                         ([0], [])])
+def test_require_images_names_the_rows_whose_file_is_missing(tmp_path, rows, named):
+    write_png(tmp_path / "a.png")
+    path = write_csv(tmp_path / "m.csv", BOX_HEADER, [
+        ["a.png", "p1", 1, 1, 9, 9], ["gone.png", "p1", 1, 1, 9, 9], ["/nowhere/c.png", "p2", 1, 1, 9, 9]])
+    manifest = read_manifest(path)
+    if not named:
+        manifest.require_images(rows)  # every requested image exists
+        return
+    with pytest.raises(ManifestError, match=f"{len(named)} image file") as info:
+        manifest.require_images(rows)
+    assert [p.split(" (")[0] for p in info.value.problems] == [f"m.csv {n}" for n in named]
+
+
 def test_box_properties():
     box = Box(10, 20, 50, 40)
     assert (box.width, box.height, box.is_empty) == (40, 20, False)

@@ -349,6 +349,7 @@ def _bench_train(backend, config_path, overrides, image_size, batch_size, backbo
     import keras
 
     from usmtl.model.multitask import build_model
+    from usmtl.model.precision import precision_policy
     from usmtl.training.compile import compile_for_training
 
     cfg = _train_config(config_path, overrides, image_size, batch_size, backbone, augment)
@@ -363,9 +364,7 @@ def _bench_train(backend, config_path, overrides, image_size, batch_size, backbo
     y = {name: rng.integers(0, 2, (batch, 1)).astype(np.float32) for name in names}
     w = {name: np.ones((batch,), np.float32) for name in names}
 
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
+    with precision_policy(precision):
         keras.utils.set_random_seed(0)
         if backend == "tensorflow":
             seconds, jit_used, strategy = _time_tensorflow(cfg, x, y, w, jit, spe, warmup, steps)
@@ -378,8 +377,6 @@ def _bench_train(backend, config_path, overrides, image_size, batch_size, backbo
                 seconds = _time_jax_on_device(model, x, y, w, warmup, steps)
             else:
                 seconds = _time_jax_fit(model, x, y, w, warmup, steps)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     rate = steps * batch / seconds
     row = {"backend": backend, "backbone": cfg.model.backbone, "image_size": size, "batch": batch,
            "precision": precision, "jit": jit_used, "steps/exec": spe,
@@ -484,18 +481,6 @@ def _time_jax_on_device(model, x, y, w, warmup, steps):
 # ---------------------------------------------------------------------------------------
 
 
-def _timed(fn, runs: int) -> float:
-    """Median seconds of ``fn()`` over ``runs`` calls, after two untimed calls."""
-    fn()
-    fn()
-    times = []
-    for _ in range(max(1, runs)):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
 def load_savedmodel(path: str):
     """``call(uint8 batch) -> {name: array}`` for a SavedModel folder's serving signature,
     whatever its input is named."""
@@ -558,6 +543,8 @@ def bench_predict(model_path: str | None = None, savedmodel: str | None = None,
     """Batched images/s and single-image latency (median ms) of a run's Keras model (a run
     directory or ``.keras`` file), a SavedModel folder and a ``.tflite`` file, each
     optional, on random uint8 images at the model's size."""
+    from usmtl.export.runtime import median_latency
+
     if not (model_path or savedmodel or tflite):
         raise UsmtlError("bench predict needs a MODEL, --savedmodel or --tflite")
     rows, size = [], image_size
@@ -568,9 +555,11 @@ def bench_predict(model_path: str | None = None, savedmodel: str | None = None,
 
     def measure(kind, call_batch, call_one, batch):
         x = images(batch * batches, size)
-        seconds = _timed(lambda: [call_batch(x[i:i + batch]) for i in range(0, len(x), batch)],
-                         max(1, runs // 10))
-        latency = None if call_one is None else 1000 * _timed(lambda: call_one(x[:1]), runs)
+        ms, _ = median_latency(lambda: [call_batch(x[i:i + batch]) for i in range(0, len(x), batch)],
+                               max(1, runs // 10), warmup=2)
+        seconds = ms / 1000
+        latency = None if call_one is None else median_latency(lambda: call_one(x[:1]), runs,
+                                                               warmup=2)[0]
         rows.append({"model": kind, "batch": batch, "images_per_s": len(x) / seconds,
                      "single_image_ms": latency})
 

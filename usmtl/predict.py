@@ -134,11 +134,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     manifest = read_manifest(input_path)
     split_file = os.path.join(run_dir, SPLIT_FILE) if run_dir else None
     manifest, splits = select_split_rows(manifest, split_file, split, input_path, model_path)
-    missing = [manifest.where(i) for i, p in enumerate(manifest.image_paths()) if not os.path.isfile(p)]
-    if missing:
-        from usmtl.errors import ManifestError
-
-        raise ManifestError(f"{input_path}: image file(s) not found", missing[:20])
+    manifest.require_images()
     present = [t for t in graph.tasks if manifest.has_column(parse_label(t.label)[0])]
     labels = label_table(manifest, TaskGraph(present)) if present else {}
     probs = predict_arrays(model, cfg, manifest.image_paths(), manifest.boxes(), batch_size)

@@ -247,6 +247,16 @@ class Manifest:
             )
         return self.frame[column]
 
+    def require_images(self, rows=None) -> None:
+        """Raise a :class:`ManifestError` naming the rows (all, or ``rows``) whose image file
+        does not exist; run ``usmtl check`` for every other problem."""
+        paths = self.image_paths()
+        rows = range(len(self)) if rows is None else rows
+        missing = [self.where(i) for i in rows if not os.path.isfile(paths[i])]
+        if missing:
+            raise ManifestError(f"{self.path}: {len(missing)} image file(s) not found "
+                                f"(run 'usmtl check' for a full report)", missing[:20])
+
     def subset(self, mask) -> "Manifest":
         """Rows where ``mask`` is true, as a new manifest (line numbers refer to the subset)."""
         mask = np.asarray(mask, bool)

@@ -37,7 +37,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from usmtl.errors import ManifestError, UsmtlError
+from usmtl.errors import UsmtlError
 from usmtl.explain.gradcam import ExplainError, GradCam, check_tasks, task_heads
 from usmtl.explain.plots import (Panel, save_contact_sheet, save_overlay, save_profile_plot,
                                  save_side_by_side)
@@ -113,9 +113,7 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
     if limit is not None and limit < len(manifest):
         keep = np.arange(len(manifest)) < limit
         manifest, splits = manifest.subset(keep), splits[keep]
-    missing = [manifest.where(i) for i, p in enumerate(manifest.image_paths()) if not os.path.isfile(p)]
-    if missing:
-        raise ManifestError(f"{input_path}: image file(s) not found", missing[:20])
+    manifest.require_images()
     labels = pd.DataFrame(index=range(len(manifest)))
     if cfg is not None:
         graph = TaskGraph.from_config(cfg.tasks)

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from usmtl.errors import ManifestError, UsmtlError
+from usmtl.errors import UsmtlError
 from usmtl.export import artifacts
 from usmtl.export.parity import TOLERANCES
 
@@ -71,14 +71,13 @@ def _manifest_images(manifest_path: str, split_file: str, cfg, count: int, calib
     and calibration crops (its training rows, else all rows)."""
     from usmtl.data.manifest import read_manifest
     from usmtl.data.roi import load_roi
-    from usmtl.data.splits import load_split
+    from usmtl.data.splits import select_split_rows
     from usmtl.tasks import TaskGraph, label_table, parse_label
 
     manifest = read_manifest(manifest_path)
     if len(manifest) == 0:
         raise UsmtlError(f"{manifest_path}: no rows. Received: an empty manifest")
-    known = load_split(split_file) if os.path.isfile(split_file) else {}
-    roles = np.array([known.get(p, "") for p in manifest.patient_ids()], dtype=object)
+    _, roles = select_split_rows(manifest, split_file, None, manifest_path)
     everything = np.arange(len(manifest))
     test, train = np.flatnonzero(roles == "test"), np.flatnonzero(roles == "train")
     if len(test):
@@ -91,9 +90,7 @@ def _manifest_images(manifest_path: str, split_file: str, cfg, count: int, calib
 
     paths, boxes = manifest.image_paths(), manifest.boxes()
     needed = sorted(set(parity_rows) | set(calib_rows))
-    missing = [manifest.where(i) for i in needed if not os.path.isfile(paths[i])]
-    if missing:
-        raise ManifestError(f"{manifest_path}: image file(s) not found", missing[:20])
+    manifest.require_images(needed)
     size, data = cfg.data.image_size, cfg.data
     cache = {i: load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size) for i in needed}
     crops = np.stack([cache[i] for i in parity_rows])

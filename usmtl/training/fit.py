@@ -36,7 +36,7 @@ from usmtl.config import ExperimentConfig, load_config, save_config
 from usmtl.data.manifest import Manifest, read_manifest
 from usmtl.data.splits import (SPLIT_FILE, load_split, make_split, rows_in_split, save_split,
                                split_from_manifest)
-from usmtl.errors import ManifestError, UsmtlError
+from usmtl.errors import UsmtlError
 from usmtl.evaluation.metrics import binary_metrics
 from usmtl.evaluation.predictions import predictions_frame
 from usmtl.tasks import Task, TaskGraph, label_table, task_labels
@@ -74,10 +74,7 @@ class PreparedData:
 def prepare_data(cfg: ExperimentConfig, manifest_path: str, split_file: str | None = None) -> PreparedData:
     """Read the manifest, derive task labels and the patient split; raise on any problem."""
     manifest = read_manifest(manifest_path)
-    missing = [manifest.where(i) for i, p in enumerate(manifest.image_paths()) if not os.path.isfile(p)]
-    if missing:
-        raise ManifestError(f"{manifest_path}: {len(missing)} image file(s) not found "
-                            f"(run 'usmtl check' for a full report)", missing[:20])
+    manifest.require_images()
     graph = TaskGraph.from_config(cfg.tasks)
     labels = label_table(manifest, graph)
     if split_file:
