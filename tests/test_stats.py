@@ -2,6 +2,7 @@
 
 import doctest
 import math
+import re
 import statistics
 import time
 
@@ -429,10 +430,17 @@ def test_summarize_repeats_by_hand(values):
     mean = sum(v) / n
     sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
     half = sps.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    r = stats.summarize_repeats(values)
+    r = stats.summarize_repeats(values, interval="mean")
     assert r["n"] == n
     assert (r["mean"], r["sd"]) == pytest.approx((mean, sd))
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((mean - half, mean + half))
+    # the paper's interval, mean ± t * SD, is the default and is always reported
+    paper = stats.summarize_repeats(values)
+    wide = half * math.sqrt(n)
+    assert (paper["ci_low"], paper["ci_high"]) == pytest.approx((mean - wide, mean + wide))
+    for d in (r, paper):
+        assert (d["paper_low"], d["paper_high"]) == pytest.approx((mean - wide, mean + wide))
+        assert (d["mean_ci_low"], d["mean_ci_high"]) == pytest.approx((mean - half, mean + half))
 
 
 def test_summarize_repeats_clips_to_bounds():
@@ -443,11 +451,14 @@ def test_summarize_repeats_clips_to_bounds():
     assert clipped["ci_low"] == raw["ci_low"] and clipped["mean"] == raw["mean"]
 
 
+@pytest.mark.parametrize("interval", ["paper", "mean"])
 @pytest.mark.parametrize("values, n", [([0.8], 1), ([0.8, NAN], 1), ([], 0), ([NAN], 0)])
-def test_summarize_repeats_too_few(values, n):
-    r = stats.summarize_repeats(values)
+def test_summarize_repeats_too_few(values, n, interval):
+    r = stats.summarize_repeats(values, interval=interval, bounds=(0.0, 1.0))
     assert r["n"] == n
     assert math.isnan(r["sd"]) and math.isnan(r["ci_low"]) and math.isnan(r["ci_high"])
+    assert all(math.isnan(r[k]) for k in ("paper_low", "paper_high", "mean_ci_low",
+                                          "mean_ci_high"))
     assert (r["mean"] == 0.8) if n else math.isnan(r["mean"])
 
 
@@ -465,9 +476,11 @@ def test_format_mean_sd_ci(d, digits, text):
     assert stats.format_mean_sd_ci(d, digits) == text
 
 
-def test_format_summarized_repeats():
-    text = stats.format_mean_sd_ci(stats.summarize_repeats([0.80, 0.82, 0.79, 0.84, 0.81]))
-    assert text == "0.812 ± 0.019 (0.788-0.836)"
+@pytest.mark.parametrize("interval, text", [("mean", "0.812 ± 0.019 (0.788-0.836)"),
+                                             ("paper", "0.812 ± 0.019 (0.759-0.865)")])
+def test_format_summarized_repeats(interval, text):
+    values = [0.80, 0.82, 0.79, 0.84, 0.81]
+    assert stats.format_mean_sd_ci(stats.summarize_repeats(values, interval=interval)) == text
 
 
 def test_paired_repeats_test():
@@ -490,6 +503,115 @@ def test_paired_repeats_test_edge_cases(a, b, n, t, p):
     assert r["n"] == n
     for key, expected in (("t", t), ("p", p)):
         assert (math.isnan(r[key]) and math.isnan(expected)) or r[key] == pytest.approx(expected)
+
+
+def with_mean_sd(mean, sd, n=5):
+    """n values whose mean and sample SD (ddof=1) are exactly ``mean`` and ``sd``."""
+    x = np.arange(1.0, n + 1) ** 1.5  # any non-constant numbers
+    return mean + sd * (x - x.mean()) / x.std(ddof=1)
+
+
+def test_with_mean_sd_helper():
+    v = with_mean_sd(0.836, 0.011)
+    assert len(v) == 5 and v.mean() == pytest.approx(0.836, abs=1e-12)
+    assert v.std(ddof=1) == pytest.approx(0.011, abs=1e-12)
+
+
+def test_summarize_repeats_reproduces_paper_table_3():
+    """Li, Guo et al. 2022, Table 3: "0.836 ± 0.011 (0.805-0.866)" over 5 repeats."""
+    values = with_mean_sd(0.836, 0.011)
+    paper = stats.summarize_repeats(values, interval="paper")
+    assert paper["ci_low"] == pytest.approx(0.805, abs=0.0015)
+    assert paper["ci_high"] == pytest.approx(0.866, abs=0.0015)
+    assert stats.format_mean_sd_ci(paper) == "0.836 ± 0.011 (0.805-0.867)"  # their SD is rounded
+    # the CI of the mean is sqrt(5) times narrower and would not print as in the paper
+    mean = stats.summarize_repeats(values, interval="mean")
+    half = 2.776 * 0.011 / math.sqrt(5)
+    assert mean["ci_low"] == pytest.approx(0.836 - half, abs=1e-4)
+    assert mean["ci_high"] == pytest.approx(0.836 + half, abs=1e-4)
+    assert (mean["paper_low"], mean["paper_high"]) == (paper["ci_low"], paper["ci_high"])
+
+
+@pytest.mark.parametrize("interval", ["paper", "mean"])
+def test_summarize_repeats_clips_both_intervals(interval):
+    values = [0.99, 0.70, 0.98, 0.97]  # near 1: both t-intervals pass 1
+    raw = stats.summarize_repeats(values, interval=interval)
+    clipped = stats.summarize_repeats(values, interval=interval, bounds=(0.0, 1.0))
+    assert raw["paper_high"] > 1.0 and raw["mean_ci_high"] > 1.0
+    assert clipped["paper_high"] == 1.0 and clipped["mean_ci_high"] == 1.0
+    assert clipped["paper_low"] == raw["paper_low"] > 0.0
+    assert clipped["mean_ci_low"] == raw["mean_ci_low"] > 0.0
+    assert clipped["ci_high"] == 1.0 and clipped["ci_low"] == raw["ci_low"]
+    low = stats.summarize_repeats([0.01, 0.30, 0.02, 0.03], interval=interval,
+                                  bounds=(0.0, 1.0))
+    assert low["paper_low"] == 0.0 and low["mean_ci_low"] == 0.0 and low["ci_low"] == 0.0
+
+
+@pytest.mark.parametrize("interval", ["Paper", "ci", "", None])
+def test_summarize_repeats_unknown_interval(interval):
+    with pytest.raises(UsmtlError, match=re.escape(f"Received: {interval!r}") + "$"):
+        stats.summarize_repeats([0.8, 0.9], interval=interval)
+
+
+@pytest.mark.parametrize("m1, s1, m2, s2", [
+    (0.836, 0.011, 0.812, 0.015),
+    (0.812, 0.019, 0.836, 0.011),
+    (0.70, 0.05, 0.70, 0.02),
+    (0.91, 0.004, 0.85, 0.03),
+])
+def test_unpaired_repeats_test_matches_scipy_from_stats(m1, s1, m2, s2):
+    r = stats.unpaired_repeats_test(with_mean_sd(m1, s1), with_mean_sd(m2, s2)[::-1])
+    reference = sps.ttest_ind_from_stats(m1, s1, 5, m2, s2, 5)
+    assert (r["n_a"], r["n_b"]) == (5, 5)
+    assert r["diff"] == pytest.approx(m1 - m2, abs=1e-12)
+    assert r["t"] == pytest.approx(reference.statistic, abs=1e-9)
+    assert r["p"] == pytest.approx(reference.pvalue, abs=1e-9)
+
+
+def test_unpaired_and_paired_tests_differ():
+    """B tracks A repeat by repeat: the paired test sees a consistent gain, the unpaired
+    test only a small difference against a large run-to-run spread."""
+    a = [0.70, 0.75, 0.80, 0.85, 0.90]
+    b = [0.69, 0.73, 0.79, 0.84, 0.88]
+    unpaired, paired = stats.unpaired_repeats_test(a, b), stats.paired_repeats_test(a, b)
+    # by hand: pooled variance (0.025 + 0.0237) / 8, t = 0.014 / sqrt(var * (1/5 + 1/5))
+    pooled = (sum((x - 0.80) ** 2 for x in a) + sum((x - 0.786) ** 2 for x in b)) / 8
+    t = 0.014 / math.sqrt(pooled * 2 / 5)
+    assert unpaired["diff"] == pytest.approx(0.014) == pytest.approx(paired["diff"])
+    assert unpaired["t"] == pytest.approx(t) == pytest.approx(0.2825, abs=1e-4)
+    assert unpaired["p"] == pytest.approx(2 * sps.t.sf(t, 8)) == pytest.approx(0.7847, abs=1e-4)
+    assert paired["t"] == pytest.approx(5.7155, abs=1e-4)
+    assert paired["p"] == pytest.approx(0.0046, abs=1e-4)
+    assert unpaired["p"] > 0.5 > 0.01 > paired["p"]
+
+
+def test_unpaired_repeats_test_drops_nan_per_side():
+    a, b = [0.81, NAN, 0.83, 0.80, 0.84], [0.78, 0.80, 0.79, NAN, NAN, 0.80, 0.77]
+    reference = sps.ttest_ind([0.81, 0.83, 0.80, 0.84], [0.78, 0.80, 0.79, 0.80, 0.77])
+    r = stats.unpaired_repeats_test(a, b)
+    assert (r["n_a"], r["n_b"]) == (4, 5)
+    assert r["diff"] == pytest.approx(0.82 - 0.788)
+    assert (r["t"], r["p"]) == pytest.approx((reference.statistic, reference.pvalue))
+
+
+@pytest.mark.parametrize("a, b, n_a, n_b, diff, t, p", [
+    ([0.8], [0.7, 0.6], 1, 2, 0.15, NAN, NAN),
+    ([0.8, NAN], [0.7, 0.6, 0.5], 1, 3, 0.2, NAN, NAN),
+    ([0.8, 0.7], [NAN, 0.6], 2, 1, 0.15, NAN, NAN),
+    ([], [0.7, 0.6], 0, 2, NAN, NAN, NAN),
+    ([NAN], [], 0, 0, NAN, NAN, NAN),
+    ([0.7, 0.7, 0.7], [0.7, 0.7], 3, 2, 0.0, 0.0, 1.0),
+    ([0.8, 0.8, 0.8], [0.7, 0.7, 0.7], 3, 3, 0.1, math.inf, 0.0),
+    ([0.6, 0.6], [0.7, 0.7, NAN, 0.7], 2, 3, -0.1, -math.inf, 0.0),
+    # one constant side: the pooled SD comes from the other, an ordinary test
+    ([0.7, 0.7, 0.7], [0.6, 0.65, 0.7], 3, 3, 0.05, math.sqrt(3), 0.1583024),
+])
+def test_unpaired_repeats_test_edge_cases(a, b, n_a, n_b, diff, t, p):
+    r = stats.unpaired_repeats_test(a, b)
+    assert (r["n_a"], r["n_b"]) == (n_a, n_b)
+    for key, expected in (("diff", diff), ("t", t), ("p", p)):
+        assert ((math.isnan(r[key]) and math.isnan(expected))
+                or r[key] == pytest.approx(expected, abs=1e-7)), key
 
 
 def test_docstring_examples_run():
