@@ -10,10 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 BUSBRA = REPO.parent / "shared" / "data" / "BUS-BRA"
 
+# The paper's cohorts: ALNM (and burden) labelled and scored within the malignant masses.
 PAPER_TASKS = [
     {"name": "malignancy", "label": "malignant"},
-    {"name": "alnm", "label": "alnm", "parent": "malignancy"},
-    {"name": "aln_ge_2", "label": "aln_count >= 2", "parent": "alnm"},
+    {"name": "alnm", "label": "alnm", "parent": "malignancy", "cohort": "parent_positive"},
+    {"name": "aln_ge_2", "label": "aln_count >= 2", "parent": "alnm", "cohort": "malignant"},
 ]
 
 

@@ -12,6 +12,7 @@ from usmtl.errors import ConfigError
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
 PAPER = str(CONFIGS / "paper.yaml")
+CHAINED = str(CONFIGS / "paper_chained.yaml")
 QUICKSTART = str(CONFIGS / "quickstart.yaml")
 
 TWO_TASKS = [{"name": "malignancy", "label": "malignant"},
@@ -211,7 +212,7 @@ def test_boundary_values_accepted(override):
     ("multitask-hl", ["malignancy", "alnm", "aln_ge_2", "aln_ge_3", "aln_ge_4"], True),
     ("single:aln_ge_3", ["aln_ge_3"], False),
 ])
-@pytest.mark.parametrize("path", [PAPER, QUICKSTART], ids=["paper", "quickstart"])
+@pytest.mark.parametrize("path", [CHAINED, QUICKSTART], ids=["paper_chained", "quickstart"])
 def test_variants(path, variant, tasks, hinge):
     base = load_config(path)
     cfg = load_config(path, variant=variant)

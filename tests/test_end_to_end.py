@@ -133,10 +133,16 @@ def test_small_model_learns_phantoms_well_above_chance(tmp_path):
     cfg = config_from_dict(tiny_config_dict(
         data={"image_size": 48, "val_fraction": 0.25},
         model={"small_widths": [16, 32, 64], "small_blocks": [1, 1, 1]},
-        train={"epochs": 12, "batch_size": 32}))
+        train={"epochs": 12, "batch_size": 32, "checkpoint": "last"}))
     result = fit(cfg, str(tmp_path / "data" / "manifest.csv"), str(tmp_path / "run"), verbose=0)
+    # The last epoch: the "best" one by mean validation AUC can be an early epoch that the
+    # noisy child AUCs favour (seen: epoch 3, malignancy 0.75). Measured at epoch 12 over
+    # seeds 0-2: malignancy 0.97-0.995.
     assert result.val_metrics["malignancy"]["auc"] >= 0.85
-    assert result.val_metrics["alnm"]["auc"] >= 0.7
+    # ALNM is scored within the malignant masses (about 18 validation images), as the paper
+    # does, no longer over benign masses that made it easy: measured 0.687-0.697 over seeds 0-2.
+    assert result.val_metrics["alnm"]["n"] < result.val_metrics["malignancy"]["n"]
+    assert result.val_metrics["alnm"]["auc"] >= 0.6
 
 
 @pytest.mark.busbra
@@ -164,5 +170,5 @@ def test_busbra_import_and_short_fit(tmp_path, busbra_root):
         model={"backbone": "resnet50", "weights": "none"},
         train={"epochs": 1, "batch_size": 8}))
     result = fit(cfg, str(tmp_path / "subset.csv"), str(tmp_path / "run"), verbose=0)
-    assert set(result.val_metrics) == {"malignancy", "idc"}
+    assert set(result.val_metrics) == {"malignancy", "idc", "birads5"}
     assert result.val_metrics["malignancy"]["n"] > 0

@@ -151,7 +151,9 @@ def test_boruta_falls_back_to_best_ranked_when_nothing_is_confirmed():
 
 def synthetic_features(manifest_path, out, leak_splits=None, seed=0):
     """A feature file for every manifest row: a noisy copy of the malignancy label, noise,
-    and (with ``leak_splits``) a column equal to the label only on those splits' rows."""
+    and (with ``leak_splits``) a column equal to the label on those splits' rows and constant
+    elsewhere: selection that sees only training rows can never pick it, whatever the task's
+    size (random values there let Boruta confirm it by chance on a small child cohort)."""
     from usmtl.data.manifest import read_manifest
 
     manifest = read_manifest(str(manifest_path))
@@ -164,7 +166,7 @@ def synthetic_features(manifest_path, out, leak_splits=None, seed=0):
     for k in range(6):
         frame[f"original_glcm_Noise{k}"] = rng.normal(size=n)
     if leak_splits is not None:
-        frame["original_glcm_Leak"] = np.where(leak_splits, y, rng.integers(0, 2, n)).astype(float)
+        frame["original_glcm_Leak"] = np.where(leak_splits, y, 0.5).astype(float)
     frame.to_csv(out, index=False)
     with open(os.path.splitext(out)[0] + ".json", "w") as f:
         json.dump({"manifest": str(manifest_path)}, f)

@@ -34,11 +34,19 @@ class TaskConfig:
     (``aln_count >= 2``); see :mod:`usmtl.tasks`. ``parent`` names the task this one is
     nested in: a positive child implies a positive parent, which the hierarchical hinge
     enforces on the predictions.
+
+    ``cohort`` says on which images the task is labelled and scored: ``all`` (default), or
+    ``parent_positive``, the images whose parent label is 1, as the paper labels and scores
+    ALNM within the malignant masses only (benign masses have no axillary surgery). Outside
+    its cohort a task's label is unknown: no BCE, no evaluation, but the label-free hinge
+    still acts. A label source (``malignant``, ``birads >= 5``) names a cohort directly; the
+    single-task variants use that form, since they drop the parent.
     """
 
     name: str = ""
     label: str = ""
     parent: Optional[str] = None
+    cohort: str = "all"
 
 
 @dataclasses.dataclass
@@ -128,6 +136,10 @@ class TrainConfig:
     balance_classes: bool = False
     # Epochs without a better validation AUC before stopping (0: never stop early).
     early_stopping: int = 0
+    # The model a run keeps as checkpoints/best.keras, used by predict, evaluate, explain and
+    # export: "best" (the epoch of best mean validation AUC over tasks) or "last" (the last
+    # epoch, as a fixed schedule such as the paper's 200 epochs implies).
+    checkpoint: str = "best"
 
 
 @dataclasses.dataclass
@@ -165,6 +177,7 @@ class ExperimentConfig:
         choices = {
             "train.precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
             "train.strategy": ("auto", "default", "mirrored", "multiworker"),
+            "train.checkpoint": ("best", "last"),
         }
         for key, allowed in choices.items():
             if _get(self, key) not in allowed:
@@ -269,7 +282,8 @@ def _build(cls, data: dict, prefix: str = ""):
 
 def _build_tasks(value) -> list:
     if not isinstance(value, list):
-        raise ConfigError(f"tasks must be a list of {{name, label, parent}}. Received: {value!r}")
+        raise ConfigError(f"tasks must be a list of {{name, label, parent, cohort}}. "
+                          f"Received: {value!r}")
     tasks = []
     for i, item in enumerate(value):
         if isinstance(item, TaskConfig):
@@ -389,7 +403,10 @@ def apply_variant(cfg: ExperimentConfig, variant: str) -> ExperimentConfig:
     else:
         raise ConfigError(f"Unknown variant; valid: {list(VARIANTS)} or 'single:<task>'. "
                           f"Received: {variant!r}")
-    cfg.tasks = [TaskConfig(t.name, t.label, None) for t in cfg.tasks if t.name == keep]
+    # Alone, a task keeps its cohort: parent_positive becomes the parent's label source, so
+    # Single-ALNM is trained and scored on the malignant masses as Multi-Task's ALNM head is.
+    cfg.tasks = [TaskConfig(t.name, t.label, None, graph.by_name[t.name].cohort or "all")
+                 for t in cfg.tasks if t.name == keep]
     cfg.model.hinge = False
     cfg.name = f"{cfg.name}-{variant.replace(':', '-')}"
     return cfg.validate()

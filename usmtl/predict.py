@@ -115,7 +115,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import SPLIT_FILE, select_split_rows
     from usmtl.evaluation.predictions import predictions_frame
-    from usmtl.tasks import TaskGraph, label_table, parse_label
+    from usmtl.tasks import TaskGraph, label_table
 
     model, cfg, run_dir = open_model(model_path)
     graph = TaskGraph.from_config(cfg.tasks)
@@ -135,7 +135,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     split_file = os.path.join(run_dir, SPLIT_FILE) if run_dir else None
     manifest, splits = select_split_rows(manifest, split_file, split, input_path, model_path)
     manifest.require_images()
-    present = [t for t in graph.tasks if manifest.has_column(parse_label(t.label)[0])]
+    present = graph.present(manifest.frame.columns).tasks
     labels = label_table(manifest, TaskGraph(present)) if present else {}
     probs = predict_arrays(model, cfg, manifest.image_paths(), manifest.boxes(), batch_size)
     return predictions_frame(manifest.frame["image"], manifest.patient_ids(), splits, probs,

@@ -4,9 +4,15 @@ A task's ``label`` is either a manifest column of 0/1 values (``malignant``) or 
 comparison on one column (``aln_count >= 2``, ``histology == "invasive ductal carcinoma"``).
 An empty cell is an unknown label: it contributes nothing to that task's loss.
 
-The paper's hierarchy is ``malignancy -> alnm``; nodal-burden tasks chain below it
-(``alnm -> aln_ge_2 -> aln_ge_3 -> aln_ge_4``). The hierarchical hinge acts on every
-parent -> child edge.
+The paper's hierarchy is ``malignancy -> alnm`` (Li, Guo et al., Front. Physiol. 2022); an
+extension chains nodal-burden tasks below it (``alnm -> aln_ge_2 -> ...``). The hierarchical
+hinge acts on every parent -> child edge.
+
+A task's *cohort* is the set of images on which it is labelled and scored. The paper labels
+and scores ALNM within the malignant masses only: benign masses have no axillary surgery, so
+their ALN status is unknown, and they reach the ALNM head only through the label-free hinge.
+``cohort: parent_positive`` says so; :func:`label_table` then gives such a task an unknown
+label wherever the parent's label is not 1, for training and evaluation alike.
 
 Example:
     >>> from usmtl.config import TaskConfig
@@ -15,6 +21,10 @@ Example:
     ...                                TaskConfig("alnm", "alnm", parent="malignancy")])
     >>> graph.edges
     [('malignancy', 'alnm')]
+    >>> graph = TaskGraph.from_config([TaskConfig("malignancy", "malignant"),
+    ...     TaskConfig("alnm", "alnm", parent="malignancy", cohort="parent_positive")])
+    >>> graph.by_name["alnm"].cohort, graph.cohort_text("alnm")
+    ('malignant', 'malignant = 1')
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+import os
 import re
 
 import numpy as np
@@ -34,11 +45,28 @@ _OPERATORS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": ope
               ">": operator.gt, "<": operator.lt}
 
 
+ALL = "all"
+PARENT_POSITIVE = "parent_positive"
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
+    """A head. ``cohort`` is the label source whose value 1 marks the images the task is
+    labelled and scored on (``parent_positive`` resolved to the parent's label), or None
+    for every image."""
+
     name: str
     label: str
     parent: str | None = None
+    cohort: str | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        """Manifest columns the task's labels need: its label's and its cohort's."""
+        columns = [parse_label(self.label)[0]]
+        if self.cohort is not None:
+            columns.append(parse_label(self.cohort)[0])
+        return columns
 
 
 class TaskGraph:
@@ -52,7 +80,7 @@ class TaskGraph:
     def from_config(cls, task_configs) -> "TaskGraph":
         if not task_configs:
             raise ConfigError("tasks must list at least one task. Received: []")
-        tasks = [Task(t.name, t.label, t.parent) for t in task_configs]
+        tasks = [Task(t.name, t.label, t.parent, getattr(t, "cohort", ALL)) for t in task_configs]
         seen = set()
         for task in tasks:
             if not _NAME.match(task.name):
@@ -66,6 +94,7 @@ class TaskGraph:
             if task.parent is not None and task.parent not in seen:
                 raise ConfigError(f"Task {task.name!r} has an unknown parent; tasks: "
                                   f"{sorted(seen)}. Received: parent={task.parent!r}")
+        tasks = [dataclasses.replace(t, cohort=_resolve_cohort(t, tasks)) for t in tasks]
         graph = cls(tasks)
         for task in tasks:  # a cycle would never reach a root
             node, steps = task, 0
@@ -91,6 +120,41 @@ class TaskGraph:
 
     def children(self, name: str) -> list[str]:
         return [t.name for t in self.tasks if t.parent == name]
+
+    def cohort_text(self, name: str) -> str:
+        """``"all"`` or the cohort as a reader should see it (``"malignant = 1"``)."""
+        return cohort_text(self.by_name[name])
+
+    def present(self, columns) -> "TaskGraph":
+        """The tasks whose label (and cohort) columns are all among ``columns``."""
+        columns = set(columns)
+        return TaskGraph([t for t in self.tasks if set(t.columns) <= columns])
+
+
+def cohort_text(task: Task) -> str:
+    return ALL if task.cohort is None else f"{task.cohort} = 1"
+
+
+def _resolve_cohort(task: Task, tasks: list[Task]) -> str | None:
+    """The cohort as a label source (None: every image); ``parent_positive`` becomes the
+    parent's label."""
+    cohort = task.cohort
+    if not isinstance(cohort, str) or not cohort.strip():
+        raise ConfigError(f"Task {task.name!r}: cohort must be 'all', 'parent_positive' or a label "
+                          f"source such as 'malignant'. Received: cohort={cohort!r}")
+    cohort = cohort.strip()
+    if cohort == ALL:
+        return None
+    if cohort == PARENT_POSITIVE:
+        if task.parent is None:
+            raise ConfigError(f"Task {task.name!r} has cohort 'parent_positive' but no parent. "
+                              f"Received: parent=None")
+        parent = next((t for t in tasks if t.name == task.parent), None)
+        if parent is None:  # reported as an unknown parent by the caller
+            return None
+        return parent.label
+    parse_label(cohort)
+    return cohort
 
 
 def parse_label(text: str):
@@ -138,5 +202,41 @@ def task_labels(manifest, task: Task) -> np.ndarray:
 
 
 def label_table(manifest, graph: TaskGraph) -> dict[str, np.ndarray]:
-    """``{task name: labels}`` for every task of ``graph``."""
-    return {task.name: task_labels(manifest, task) for task in graph.tasks}
+    """``{task name: labels}`` for every task of ``graph``, each restricted to its cohort:
+    outside it (cohort label 0 or unknown) a label is unknown (NaN)."""
+    table = {}
+    for task in graph.tasks:
+        labels = task_labels(manifest, task)
+        if task.cohort is not None:
+            inside = cohort_mask(manifest, task)
+            labels = np.where(inside, labels, np.nan)
+        table[task.name] = labels
+    return table
+
+
+def cohort_mask(manifest, task: Task) -> np.ndarray:
+    """True for the rows in ``task``'s cohort (all rows when it has none)."""
+    if task.cohort is None:
+        return np.ones(len(manifest), bool)
+    return task_labels(manifest, Task(f"{task.name} (cohort)", task.cohort)) == 1
+
+
+def cohort_warnings(manifest, graph: TaskGraph) -> list[str]:
+    """One line per task with a cohort whose label is filled outside that cohort (hospital
+    exports often write ALNM 0 on benign masses): those labels are ignored, not errors."""
+    warnings = []
+    for task in graph.tasks:
+        if task.cohort is None or not all(manifest.has_column(c) for c in task.columns):
+            continue
+        try:
+            labels = task_labels(manifest, task)
+            outside = ~cohort_mask(manifest, task) & ~np.isnan(labels)
+        except ManifestError:  # unreadable labels are check_manifest's problems, not warnings
+            continue
+        if outside.any():
+            lines = [manifest.line(i) for i in np.flatnonzero(outside)]
+            shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if len(lines) > 10 else "")
+            warnings.append(f"{os.path.basename(manifest.path)}: task {task.name!r} is labelled on "
+                            f"{len(lines)} row(s) outside its cohort ({cohort_text(task)}); those "
+                            f"labels are ignored for training and evaluation (lines {shown})")
+    return warnings

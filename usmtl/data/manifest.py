@@ -418,6 +418,21 @@ def file_problems(manifest: Manifest, rows: Iterable[int] | None = None, progres
     return problems
 
 
+def manifest_warnings(path: str, cfg=None) -> list[str]:
+    """Legitimate but suspicious labels, as warnings with counts: labels filled outside a task's
+    cohort (``cohort: parent_positive``; hospital exports often write ALNM 0 on benign masses),
+    which training and evaluation ignore. ``cfg``: the config whose tasks are checked."""
+    from usmtl.tasks import TaskGraph, cohort_warnings
+
+    if cfg is None:
+        return []
+    try:
+        manifest, _ = _parse_manifest(path)
+    except ManifestError:
+        return []  # reported by check_manifest
+    return cohort_warnings(manifest, TaskGraph.from_config(cfg.tasks))
+
+
 def check_manifest(path: str, progress: bool = False) -> list[str]:
     """Every problem of a manifest, with line numbers; an empty list means it is usable.
 

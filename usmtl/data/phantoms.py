@@ -16,7 +16,9 @@ and depth attenuation, with one hypoechoic mass drawn with textbook BI-RADS feat
 
 Among malignant patients the chance of axillary lymph-node metastasis (ALNM) rises
 logistically with lesion size and margin irregularity, and the number of metastatic nodes
-grows with size. ALNM only occurs with malignancy. Size is mostly lost once a box RoI is
+grows with size. ALNM only occurs with malignancy. As in the paper's data (Li, Guo et al.
+2022), the ALN labels (``alnm``, ``aln_count``) are given for malignant masses only and left
+empty for benign ones, which have no axillary surgery. Size is mostly lost once a box RoI is
 cropped and resized, so ALNM is only partly predictable from the crop, malignancy almost
 fully. A patient's images are views of one lesion (new speckle and tissue, slight rotation
 and scale, another position in the frame).
@@ -245,7 +247,8 @@ def make_phantoms(out_dir: str | os.PathLike, n_patients: int = 200, images_per_
 
     Writes ``out_dir/images/*.png`` (grey, about ``size`` pixels a side, +-15%),
     ``out_dir/annotations/*.xml`` (LabelImg Pascal VOC box per image) and
-    ``out_dir/manifest.csv`` with the labels ``malignant``, ``alnm``, ``aln_count`` and the
+    ``out_dir/manifest.csv`` with the labels ``malignant``, ``alnm``, ``aln_count`` (the last
+    two empty for benign masses) and the
     generative truth (``lesion_radius`` in pixels, ``lesion_aspect`` width/height,
     ``irregularity`` 0..1, ``center_x``, ``center_y``, ``angle_deg``, ``view``). Paths in the
     manifest are relative to ``out_dir``. ``images_per_patient`` is an int or an inclusive
@@ -283,7 +286,10 @@ def make_phantoms(out_dir: str | os.PathLike, n_patients: int = 200, images_per_
             write_voc_box(os.path.join(out_dir, xml_rel), image_rel, h, w, drawn["box"])
             rows.append({
                 "image": image_rel, "patient_id": patient_id, "malignant": lesion.malignant,
-                "alnm": lesion.alnm, "aln_count": lesion.aln_count, "annotation": xml_rel,
+                # Benign masses have no axillary surgery: their ALN status is unknown.
+                "alnm": lesion.alnm if lesion.malignant else None,
+                "aln_count": lesion.aln_count if lesion.malignant else None,
+                "annotation": xml_rel,
                 "view": view + 1, "lesion_radius": round(drawn["lesion_radius"], 2),
                 "lesion_aspect": round(lesion.aspect, 3),
                 "irregularity": round(lesion.irregularity, 3),
@@ -291,5 +297,7 @@ def make_phantoms(out_dir: str | os.PathLike, n_patients: int = 200, images_per_
                 "angle_deg": round(drawn["angle_deg"], 1),
             })
     frame = pd.DataFrame(rows)
+    # Nullable integers: an unknown ALN status is written as an empty cell, a count as "3".
+    frame[["alnm", "aln_count"]] = frame[["alnm", "aln_count"]].astype("Int64")
     write_manifest(frame, os.path.join(out_dir, "manifest.csv"))
     return frame

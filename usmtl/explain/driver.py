@@ -90,7 +90,7 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import SPLIT_FILE, select_split_rows
     from usmtl.predict import find_run_files, parse_box
-    from usmtl.tasks import TaskGraph, label_table, parse_label
+    from usmtl.tasks import TaskGraph, label_table
 
     if limit is not None and limit < 1:
         raise UsmtlError(f"--limit must be a whole number >= 1. Received: {limit}")
@@ -117,7 +117,7 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
     labels = pd.DataFrame(index=range(len(manifest)))
     if cfg is not None:
         graph = TaskGraph.from_config(cfg.tasks)
-        present = [t for t in graph.tasks if manifest.has_column(parse_label(t.label)[0])]
+        present = graph.present(manifest.frame.columns).tasks
         if present:
             labels = pd.DataFrame(label_table(manifest, TaskGraph(present)))
     paths = manifest.image_paths()

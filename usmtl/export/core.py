@@ -72,7 +72,7 @@ def _manifest_images(manifest_path: str, split_file: str, cfg, count: int, calib
     from usmtl.data.manifest import read_manifest
     from usmtl.data.roi import load_roi
     from usmtl.data.splits import select_split_rows
-    from usmtl.tasks import TaskGraph, label_table, parse_label
+    from usmtl.tasks import TaskGraph, label_table
 
     manifest = read_manifest(manifest_path)
     if len(manifest) == 0:
@@ -95,7 +95,7 @@ def _manifest_images(manifest_path: str, split_file: str, cfg, count: int, calib
     cache = {i: load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size) for i in needed}
     crops = np.stack([cache[i] for i in parity_rows])
     subset = manifest.subset(np.isin(everything, parity_rows))
-    present = [t for t in graph.tasks if subset.has_column(parse_label(t.label)[0])]
+    present = graph.present(subset.frame.columns).tasks
     labels = label_table(subset, TaskGraph(present)) if present else None
     source = f"{where} {os.path.basename(manifest_path)}, {len(parity_rows)} of {len(manifest)} rows"
     return _Images(crops, labels, source), np.stack([cache[i] for i in calib_rows])

@@ -33,11 +33,21 @@ def learning_rate(train_cfg, steps_per_epoch: int):
 def compile_for_training(model, cfg, steps_per_epoch: int, jit_compile="auto",
                          steps_per_execution: int = 1):
     """Compile ``model`` with one binary cross-entropy per task head (the hierarchical hinge
-    is added by the model itself, through ``add_loss``) and Adam; returns the model."""
+    is added by the model itself, through ``add_loss``) and Adam; returns the model.
+
+    Each head's BCE is the mean over the images of the batch whose label is known (sample
+    weight > 0), not the sum divided by the whole batch as Keras' default
+    ``sum_over_batch_size`` does: with that, a head whose labels are known for 60% of the
+    images (ALNM, known for the malignant masses only) would be silently down-weighted to
+    60%, and the paper's lambda would weigh the hinge against a smaller BCE. A batch with no
+    known label for a head adds 0 for it.
+    """
     import keras
 
     names = TaskGraph.from_config(cfg.tasks).names
+    loss = {name: keras.losses.BinaryCrossentropy(reduction="mean_with_sample_weight", name=f"bce_{name}")
+            for name in names}
     model.compile(optimizer=keras.optimizers.Adam(learning_rate(cfg.train, steps_per_epoch)),
-                  loss={name: keras.losses.BinaryCrossentropy() for name in names},
+                  loss=loss,
                   jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     return model

@@ -7,7 +7,8 @@ policy, choose the ``tf.distribute`` strategy, build and compile under its scope
 A run directory holds::
 
     config.yaml  split.csv  run.json  versions.json  history.csv  logs/ (TensorBoard)
-    checkpoints/best.keras (best validation AUC)  checkpoints/last.keras
+    checkpoints/best.keras (the model kept: best validation AUC, or the last epoch with
+    train.checkpoint: last)  checkpoints/last.keras
     val_predictions.csv  val_metrics.json
 
 Example:
@@ -167,12 +168,13 @@ def _read_json(path: str):
 # ---------------------------------------------------------------------------------------
 
 
-def _make_validation_callback(dataset, labels: dict, run_dir: str, predict):
+def _make_validation_callback(dataset, labels: dict, run_dir: str, predict, keep_best: bool = True):
     import keras
 
     class ValidationCheckpoint(keras.callbacks.Callback):
         """Per epoch: masked validation AUC and BCE per task into the logs (``val_auc`` is
-        their mean), and ``best.keras`` saved when ``val_auc`` improves."""
+        their mean), and, with ``keep_best``, ``best.keras`` saved when ``val_auc`` improves
+        (``train.checkpoint: best``)."""
 
         def __init__(self):
             super().__init__()
@@ -197,7 +199,7 @@ def _make_validation_callback(dataset, labels: dict, run_dir: str, predict):
             finite = [a for a in aucs if not math.isnan(a)]
             score = float(np.mean(finite)) if finite else math.nan
             logs["val_auc"] = score
-            if not math.isnan(score) and score > self.best:
+            if keep_best and not math.isnan(score) and score > self.best:
                 self.best = score
                 self.model.save(os.path.join(run_dir, BEST_MODEL))
                 _write_json(os.path.join(run_dir, BEST_STATE), {"epoch": epoch + 1, "val_auc": score})
@@ -332,7 +334,8 @@ def _train(cfg, data, out_dir, verbose, extra_callbacks, started) -> float:
         val_ds = make_dataset(val_paths, val_boxes, None, cfg.data, batch, training=False,
                               cache_dir=cache_dir, name="val")
         if len(val_idx):
-            callbacks.append(_make_validation_callback(val_ds, val_labels, out_dir, predict))
+            callbacks.append(_make_validation_callback(val_ds, val_labels, out_dir, predict,
+                                                       keep_best=cfg.train.checkpoint == "best"))
             if cfg.train.early_stopping > 0:
                 callbacks.append(keras.callbacks.EarlyStopping(
                     monitor="val_auc", mode="max", patience=cfg.train.early_stopping))
@@ -347,10 +350,12 @@ def _train(cfg, data, out_dir, verbose, extra_callbacks, started) -> float:
               callbacks=callbacks, verbose=verbose, steps_per_execution=steps_per_execution,
               jit_compile=jit)
         model.save(os.path.join(out_dir, LAST_MODEL))
-        if not os.path.isfile(os.path.join(out_dir, BEST_MODEL)):
-            # No validation set, or no AUC ever defined: the last epoch is the best we know.
+        if cfg.train.checkpoint == "last" or not os.path.isfile(os.path.join(out_dir, BEST_MODEL)):
+            # train.checkpoint: last, or no validation set, or no AUC ever defined: the model
+            # kept is the last epoch's.
             model.save(os.path.join(out_dir, BEST_MODEL))
-            _write_json(os.path.join(out_dir, BEST_STATE), {"epoch": cfg.train.epochs, "val_auc": None})
+            _write_json(os.path.join(out_dir, BEST_STATE), {"epoch": cfg.train.epochs, "val_auc": None,
+                                                            "checkpoint": "last"})
         if len(val_idx):
             best = keras.models.load_model(os.path.join(out_dir, BEST_MODEL))
             probs = predict_function(best)(val_ds)
