@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import invoke, tiny_config_dict, train_tiny_run
+from tests.conftest import PAPER_TASKS, invoke, tiny_config_dict, train_tiny_run
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +34,68 @@ def test_evaluate_run_writes_reports(trained_run):
     assert set(report["inconsistency"]) == {"malignancy>alnm", "alnm>aln_ge_2"}
     text = (trained_run / "report.md").read_text()
     assert "Patient level" in text and "Youden" in text
+
+
+def _filled_manifest(phantoms, path):
+    """The phantoms as a hospital export often has them: ALNM 0 filled on benign masses."""
+    frame = pd.read_csv(phantoms, dtype=str, keep_default_na=False)
+    benign = frame["malignant"] == "0"
+    frame.loc[benign, ["alnm", "aln_count"]] = "0"
+    for column in ("image", "annotation"):
+        frame[column] = [str(phantoms.parent / p) for p in frame[column]]
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def test_child_is_evaluated_within_its_cohort(trained_run, phantoms, tmp_path):
+    path, frame = _filled_manifest(phantoms, tmp_path / "filled.csv")
+    result = invoke("evaluate", trained_run, "--manifest", path, "--bootstrap", 50)
+    assert result.exit_code == 0, result.output
+    report = json.loads((trained_run / "eval-test" / "metrics.json").read_text())
+    split = pd.read_csv(trained_run / "split.csv", dtype=str)
+    test = frame[frame["patient_id"].isin(split.loc[split["split"] == "test", "patient_id"])]
+    malignant = test[test["malignant"] == "1"]
+    alnm = report["tasks"]["alnm"]
+    assert alnm["cohort"] == "malignant = 1" and report["tasks"]["malignancy"]["cohort"] == "all"
+    assert alnm["n"] == int((malignant["alnm"] != "").sum()) < len(test)
+    assert alnm["positives"] == int((malignant["alnm"] == "1").sum())
+    assert report["tasks"]["aln_ge_2"]["n"] == int((malignant["aln_count"] != "").sum())
+    assert report["tasks"]["malignancy"]["n"] == len(test)
+    text = (trained_run / "eval-test" / "report.md").read_text()
+    assert f"| alnm | malignant = 1 | {alnm['n']} |" in text
+    # The hinge's inconsistency rates stay over every image.
+    assert report["inconsistency"]["malignancy>alnm"]["n"] == len(test)
+
+
+def test_prediction_csv_cohort_option(trained_run, phantoms, tmp_path):
+    frame = pd.read_csv(trained_run / "test_predictions.csv")
+    frame.loc[frame["y_malignancy"] == 0, "y_alnm"] = 0.0   # labels of another tool, unrestricted
+    frame.to_csv(tmp_path / "p.csv", index=False)
+    plain = invoke("evaluate", tmp_path / "p.csv", "--bootstrap", 20, "--out", tmp_path / "a")
+    within = invoke("evaluate", tmp_path / "p.csv", "--bootstrap", 20, "--out", tmp_path / "b",
+                    "--cohort", "alnm=malignancy", "--edges", "malignancy>alnm")
+    assert plain.exit_code == 0 and within.exit_code == 0, within.output
+    n_all = json.loads((tmp_path / "a" / "metrics.json").read_text())["tasks"]["alnm"]["n"]
+    report = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert n_all == len(frame)
+    assert report["tasks"]["alnm"]["n"] == int((frame["y_malignancy"] == 1).sum())
+    assert report["tasks"]["alnm"]["cohort"] == "malignancy = 1"
+    bad = invoke("evaluate", tmp_path / "p.csv", "--out", tmp_path / "c", "--cohort", "alnm")
+    assert bad.exit_code == 2 and "child=parent" in bad.output
+
+
+def test_checkpoint_last_keeps_the_last_epoch(tmp_path, phantoms):
+    from usmtl.config import config_from_dict
+    from usmtl.predict import predict
+    from usmtl.training.fit import fit
+
+    cfg = config_from_dict(tiny_config_dict(train={"epochs": 2, "checkpoint": "last"}))
+    result = fit(cfg, str(phantoms), str(tmp_path / "run"), verbose=0)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
+    assert state["checkpoint"] == "last" and state["epoch"] == 2 == result.best_epoch
+    best = predict(str(tmp_path / "run"), str(phantoms), split="val")
+    last = predict(str(tmp_path / "run" / "checkpoints" / "last.keras"), str(phantoms), split="val")
+    np.testing.assert_allclose(best["p_malignancy"], last["p_malignancy"], atol=1e-6)
 
 
 def test_compare_runs_and_prediction_files(trained_run, tmp_path):
@@ -68,7 +130,19 @@ def test_experiment_produces_tables_and_resumes(tmp_path, phantoms):
     row = summary[(summary.variant == "multitask-hl") & (summary.task == "malignancy")
                   & (summary.metric == "auc")].iloc[0]
     assert row["n"] == 2
-    assert len(pd.read_csv(out / "pvalues.csv")) == 1  # malignancy: the only shared task
+    assert list(summary.columns[:10]) == ["variant", "task", "metric", "n", "mean", "sd", "ci_low",
+                                          "ci_high", "mean_ci_low", "mean_ci_high"]
+    # ci_* is the paper's interval (mean ± t·SD, wider), mean_ci_* the CI of the mean
+    half = 12.706 * row["sd"]
+    assert row["ci_high"] == pytest.approx(min(1.0, row["mean"] + half), abs=1e-3)
+    assert row["mean_ci_high"] == pytest.approx(min(1.0, row["mean"] + half / np.sqrt(2)), abs=1e-3)
+    alnm = summary[(summary.task == "alnm") & (summary.metric == "auc")].iloc[0]
+    assert alnm["cohort"] == "malignant = 1"
+    assert alnm["n_images"] < summary[(summary.task == "malignancy")].iloc[0]["n_images"]
+    pvalues = pd.read_csv(out / "pvalues.csv")
+    assert len(pvalues) == 1  # malignancy: the only shared task
+    assert {"unpaired_t_p", "paired_t_p", "delong_p"} <= set(pvalues.columns)
+    assert "mean ± SD (mean ± t·SD, as Li et al.)" in tables and "Cohort: malignant = 1" in tables
 
     # Interrupt one run: mark it running again and drop its checkpoints' state.
     broken = out / "runs" / "multitask-hl" / "repeat-2"
@@ -87,6 +161,41 @@ def test_experiment_produces_tables_and_resumes(tmp_path, phantoms):
     config.write_text(yaml.safe_dump(tiny_config_dict(train={"epochs": 2})))
     result = invoke(*args)
     assert result.exit_code == 2 and "another config" in result.output
+
+
+def test_burden_protocol_is_table_4(tmp_path, phantoms):
+    """Table 4's shape: one two-head model per threshold, each child within the malignant."""
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tasks=PAPER_TASKS[:2], train={"epochs": 1})))
+    out = tmp_path / "burden"
+    args = ("experiment", "--config", config, "--manifest", phantoms, "--out", out,
+            "--protocol", "burden", "--thresholds", "1,2", "--repeats", 2)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count(": trained") == 4  # 2 thresholds x multitask-hl x 2 repeats
+    table = (out / "table4.md").read_text()
+    assert "| aln_count >= 1 | multitask-hl | malignant = 1 |" in table
+    assert "| aln_count >= 2 | multitask-hl | malignant = 1 |" in table
+    burden = pd.read_csv(out / "burden.csv")
+    assert set(burden["task"]) == {"alnm_ge1", "alnm_ge2"}
+    frame = pd.read_csv(phantoms, dtype=str, keep_default_na=False)
+    split = pd.read_csv(out / "split.csv", dtype=str)
+    test = frame[frame["patient_id"].isin(split.loc[split["split"] == "test", "patient_id"])]
+    malignant = test[test["malignant"] == "1"]
+    ge2 = burden[(burden["task"] == "alnm_ge2") & (burden["metric"] == "auc")].iloc[0]
+    assert ge2["n_images"] == len(malignant)
+    assert ge2["positives"] == int((malignant["aln_count"].astype(int) >= 2).sum())
+    for k in (1, 2):   # every threshold's runs used the one shared split
+        saved = pd.read_csv(out / f"ge{k}" / "runs" / "multitask-hl" / "repeat-1" / "split.csv",
+                            dtype=str)
+        assert saved.equals(split)
+    again = invoke(*args)
+    assert again.exit_code == 0 and again.output.count(": reused") == 4
+    chained = tmp_path / "chained.yaml"
+    chained.write_text(yaml.safe_dump(tiny_config_dict()))
+    refused = invoke("experiment", "--config", chained, "--manifest", phantoms, "--out",
+                     tmp_path / "x", "--protocol", "burden")
+    assert refused.exit_code == 2 and "two-head" in refused.output
 
 
 def test_tune_grid(tmp_path, phantoms):

@@ -14,8 +14,9 @@ import sys
 
 import click
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "configs", "quickstart.yaml")
+_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+DEFAULT_CONFIG = os.path.join(_CONFIGS, "quickstart.yaml")
+PAPER_CONFIG = os.path.join(_CONFIGS, "paper.yaml")
 
 
 def _friendly_errors(func):
@@ -67,12 +68,20 @@ def demo_data(out, patients, size, seed):
 
 @main.command("check")
 @click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Warn about labels outside this config's task cohorts (default: the paper's "
+                   "configs/paper.yaml: ALNM within the malignant masses).")
 @_friendly_errors
-def check(manifest):
-    """Report every problem of a MANIFEST at once, with line numbers; exit 1 if any."""
-    from usmtl.data.manifest import check_manifest
+def check(manifest, config_path):
+    """Report every problem of a MANIFEST at once, with line numbers; exit 1 if any.
+    Labels that are legitimate but ignored (ALNM filled on benign masses) are warnings."""
+    from usmtl.config import load_config
+    from usmtl.data.manifest import check_manifest, manifest_warnings
 
     problems = check_manifest(manifest, progress=sys.stderr.isatty())
+    cfg = load_config(config_path or PAPER_CONFIG)
+    for warning in manifest_warnings(manifest, cfg):
+        click.echo(f"warning: {warning}", err=True)
     for problem in problems:
         click.echo(problem)
     if problems:
@@ -233,24 +242,30 @@ def predict_command(model, input, box, split, out, batch_size):
               type=click.Choice(["mean", "max"]), help="A patient's score from its images.")
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True,
               help="Patient resamples for the 95% CIs.")
-@click.option("--edges", help="For a prediction CSV: parent>child,... edges for inconsistency.")
+@click.option("--edges", help="For a prediction CSV: 'parent>child,...' edges for inconsistency "
+                                "(quote it: > is a shell redirect).")
+@click.option("--cohort", "cohorts", help="For a prediction CSV: 'child=parent,...' scores each child "
+                                         "only where its parent's label is 1 (ALNM within the "
+                                         "malignant masses, as the paper). A run applies its "
+                                         "config's cohorts itself.")
 @click.option("--val-predictions", type=click.Path(exists=True, dir_okay=False),
               help="For a prediction CSV: validation predictions for the Youden threshold.")
 @click.option("--out", type=click.Path(file_okay=False), help="For a prediction CSV: output folder.")
 @_friendly_errors
-def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, edges,
+def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, edges, cohorts,
                      val_predictions, out):
     """Metrics with patient-bootstrap CIs, ROC curves and inconsistency rates for a run
     directory or a prediction CSV; writes metrics.json, metrics.csv and report.md."""
     _quiet_tensorflow()
-    from usmtl.evaluation.evaluate import compact_table, evaluate_file, evaluate_run, parse_edges
+    from usmtl.evaluation.evaluate import (compact_table, evaluate_file, evaluate_run,
+                                           parse_cohorts, parse_edges)
 
     if os.path.isdir(source):
         report = evaluate_run(source, manifest, split, threshold, patient_how, n_boot)
     else:
         out = out or os.path.splitext(source)[0] + "-eval"
         report = evaluate_file(source, out, parse_edges(edges), threshold, val_predictions,
-                               patient_how, n_boot)
+                               patient_how, n_boot, cohorts=parse_cohorts(cohorts))
     click.echo(compact_table(report))
     for edge, r in report["inconsistency"].items():
         click.echo(f"inconsistent {edge}: hard {r['hard']:.3f}, soft {r['soft']:.3f}")
@@ -286,22 +301,51 @@ def compare_command(a, b, threshold, split, out):
 @click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Experiment directory.")
 @click.option("--repeats", default=5, show_default=True)
-@click.option("--variants", default=",".join(("single-bm", "single-alnm", "multitask", "multitask-hl")),
-              show_default=True, help="Comma-separated variants.")
+@click.option("--protocol", type=click.Choice(["variants", "burden"]), default="variants",
+              show_default=True,
+              help="variants: the paper's Tables 2-3 (Single-BM, Single-ALNM, Multi-Task, "
+                   "Multi-Task + HL). burden: Table 4, one two-head model per threshold "
+                   "ALN count >= k as a separate task.")
+@click.option("--variants", help="Comma-separated variants (default: the four for 'variants', "
+                                 "multitask-hl for 'burden').")
+@click.option("--thresholds", default="1,2,3,4", show_default=True,
+              help="burden: the k of 'count >= k'.")
+@click.option("--burden-column", default="aln_count", show_default=True,
+              help="burden: the manifest column with the number of metastatic nodes.")
+@click.option("--radiomics", "radiomics_features", type=click.Path(exists=True, dir_okay=False),
+              help="burden: features of 'usmtl radiomics extract'; adds the radiomics row per "
+                   "threshold, fitted on the same split.")
+@click.option("--interval", type=click.Choice(["paper", "mean"]), default="paper", show_default=True,
+              help="Interval in the tables: paper = mean ± t·SD (Li et al.), mean = the CI of the "
+                   "mean; summary.csv holds both.")
 @click.option("--split-file", type=click.Path(), help="Reuse a split (split.csv or a run directory).")
 @_speed_options
 @_friendly_errors
-def experiment_command(config_path, overrides, manifest, out, repeats, variants, split_file,
+def experiment_command(config_path, overrides, manifest, out, repeats, protocol, variants,
+                       thresholds, burden_column, radiomics_features, interval, split_file,
                        strategy, jit):
-    """The paper's protocol: every variant, repeated, on one fixed test split; writes
-    tables.md (Tables 2-4 shape), summary.csv, pvalues.csv. Re-running resumes."""
+    """The paper's protocol on one fixed test split, every run repeated; writes tables.md
+    (Tables 2-3), summary.csv, pvalues.csv, or with --protocol burden table4.md. Re-running
+    resumes."""
     _quiet_tensorflow()
-    from usmtl.config import load_config
-    from usmtl.experiment import run_experiment
+    from usmtl.config import VARIANTS, load_config
+    from usmtl.errors import UsmtlError
+    from usmtl.experiment import BURDEN_VARIANTS, run_burden, run_experiment
 
     cfg = load_config(config_path or DEFAULT_CONFIG, _with_speed_overrides(overrides, strategy, jit))
-    result = run_experiment(cfg, manifest, out, repeats,
-                            [v.strip() for v in variants.split(",") if v.strip()], split_file)
+    default = VARIANTS if protocol == "variants" else BURDEN_VARIANTS
+    chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else list(default)
+    if protocol == "burden":
+        ks = _floats(thresholds)
+        result = run_burden(cfg, manifest, out, repeats, ks, burden_column, chosen, split_file,
+                            radiomics_features, interval=interval)
+        click.echo(result["markdown"])
+        click.echo(f"Table 4: {os.path.join(out, 'table4.md')}")
+        return
+    if radiomics_features:
+        raise UsmtlError("--radiomics goes with --protocol burden; for Tables 2-3 compare a "
+                         "'usmtl radiomics fit' with 'usmtl compare'")
+    result = run_experiment(cfg, manifest, out, repeats, chosen, split_file, interval=interval)
     click.echo(result["markdown"])
     click.echo(f"Tables: {os.path.join(out, 'tables.md')}")
 

@@ -2,7 +2,9 @@
 
 Per task: the AUC difference with a paired DeLong test (DeLong et al., Biometrics 1988) and
 its 95% CI, and accuracy at the threshold with McNemar's test (McNemar, Psychometrika 1947).
-A and B are run directories (their test-split predictions) or prediction CSVs.
+A and B are run directories (their test-split predictions) or prediction CSVs. Each task is
+compared on the images labelled in both (a run's labels are restricted to the task's
+cohort: ALNM within the malignant masses), and the result states the cohort and n.
 
 Example:
     >>> from usmtl.evaluation.compare import compare
@@ -48,9 +50,35 @@ def align(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B")) -> pd.DataFrame:
     return a.merge(b, on="image", suffixes=("_a", "_b"))
 
 
+def run_cohorts(source: str) -> dict[str, str]:
+    """``{task: cohort text}`` of a run directory's config; ``{}`` for a prediction file."""
+    from usmtl.config import load_config
+    from usmtl.tasks import TaskGraph
+
+    config = os.path.join(source, "config.yaml")
+    if not os.path.isdir(source) or not os.path.isfile(config):
+        return {}
+    graph = TaskGraph.from_config(load_config(config).tasks)
+    return {name: graph.cohort_text(name) for name in graph.names}
+
+
+def _shared_labels(joined: pd.DataFrame, task: str):
+    """Labels known in both frames (either one's where only one has the column)."""
+    columns = [c for c in (f"y_{task}_a", f"y_{task}_b") if c in joined]
+    if not columns:
+        return None
+    values = [joined[c].to_numpy(float) for c in columns]
+    y = values[0].copy()
+    for other in values[1:]:
+        y[np.isnan(other)] = np.nan
+    return y
+
+
 def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.5,
-                   names=("A", "B")) -> dict:
-    """Per common task: DeLong on AUC and McNemar on accuracy, paired over images."""
+                   names=("A", "B"), cohorts: dict[str, str] | None = None) -> dict:
+    """Per common task: DeLong on AUC and McNemar on accuracy, paired over the images
+    labelled in both; ``cohorts`` (``{task: text}``) is stated beside each task's n."""
+    cohorts = cohorts or {}
     joined = align(a, b, names)
     tasks = [t for t in prediction_tasks(a) if t in prediction_tasks(b)]
     if not tasks:
@@ -58,13 +86,13 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.5,
                          f"{prediction_tasks(a)} and {prediction_tasks(b)}")
     result = {}
     for task in tasks:
-        label_col = f"y_{task}_a" if f"y_{task}_a" in joined else f"y_{task}_b"
-        if label_col not in joined:
+        y = _shared_labels(joined, task)
+        if y is None:
             continue
-        y = joined[label_col].to_numpy(float)
         pa, pb = joined[f"p_{task}_a"].to_numpy(float), joined[f"p_{task}_b"].to_numpy(float)
         known = ~np.isnan(y)
         result[task] = {
+            "cohort": cohorts.get(task, "as labelled"),
             "n": int(known.sum()),
             "delong": stats.delong_test(y, pa, pb),
             "mcnemar": stats.mcnemar_test(y[known], pa[known] >= threshold, pb[known] >= threshold),
@@ -73,16 +101,19 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.5,
 
 
 def compare(a: str, b: str, threshold: float = 0.5, split: str = "test") -> dict:
+    cohorts = {**run_cohorts(b), **run_cohorts(a)}
     return compare_frames(load_predictions(a, split), load_predictions(b, split), threshold,
-                          names=(a, b))
+                          names=(a, b), cohorts=cohorts)
 
 
 def format_comparison(result: dict, names=("A", "B")) -> str:
-    lines = [f"| task | n | AUC {names[0]} | AUC {names[1]} | diff (95% CI) | DeLong p | "
-             f"ACC {names[0]} | ACC {names[1]} | McNemar p |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| task | cohort | n | AUC {names[0]} | AUC {names[1]} | diff (95% CI) | DeLong p | "
+             f"ACC {names[0]} | ACC {names[1]} | McNemar p |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for task, r in result.items():
         d, m = r["delong"], r["mcnemar"]
-        lines.append(f"| {task} | {r['n']} | {d['auc_a']:.3f} | {d['auc_b']:.3f} | "
+        lines.append(f"| {task} | {r.get('cohort', 'as labelled')} | {r['n']} | "
+                     f"{d['auc_a']:.3f} | {d['auc_b']:.3f} | "
                      f"{d['diff']:+.3f} ({d['ci_low']:+.3f} to {d['ci_high']:+.3f}) | {d['p']:.3g} | "
                      f"{m['acc_a']:.3f} | {m['acc_b']:.3f} | {m['p']:.3g} |")
     return "\n".join(lines)

@@ -4,6 +4,11 @@ level results, inconsistency rates and ROC curves, for a run or any prediction f
 Images of one patient are correlated, so every confidence interval resamples patients, not
 images (:func:`usmtl.evaluation.stats.bootstrap_metrics`).
 
+Each task is scored within its cohort (:mod:`usmtl.tasks`): a run's prediction files carry
+labels already restricted to it (ALNM known for the malignant masses only, as in the paper),
+and every output states each task's cohort and n. For other prediction files, ``cohorts``
+(``--cohort alnm=malignancy``) restricts a child to the rows whose parent label is 1.
+
 Example:
     >>> from usmtl.evaluation.evaluate import evaluate_run
     >>> report = evaluate_run("runs/quickstart", n_boot=200)  # doctest: +SKIP
@@ -41,6 +46,33 @@ def parse_edges(text: str | None) -> list[tuple[str, str]]:
     return edges
 
 
+def parse_cohorts(text: str | None) -> dict[str, str]:
+    """``"alnm=malignancy,idc=malignancy"`` -> ``{"alnm": "malignancy", ...}``: score each
+    child only where the parent task's label is 1."""
+    if not text:
+        return {}
+    cohorts = {}
+    for item in text.split(","):
+        parts = [p.strip() for p in item.split("=")]
+        if len(parts) != 2 or not all(parts):
+            raise UsmtlError(f"Cohorts look like child=parent,child=parent. Received: {text!r}")
+        cohorts[parts[0]] = parts[1]
+    return cohorts
+
+
+def restrict_to_cohorts(frame: pd.DataFrame, cohorts: dict[str, str]) -> pd.DataFrame:
+    """A copy of ``frame`` whose ``y_<child>`` is unknown wherever ``y_<parent>`` is not 1."""
+    frame = frame.copy()
+    for child, parent in cohorts.items():
+        for column in (f"y_{child}", f"y_{parent}"):
+            if column not in frame:
+                raise UsmtlError(f"Cohort {child}={parent} needs the label column {column} in the "
+                                 f"predictions. Received columns: {list(frame.columns)}")
+        inside = frame[f"y_{parent}"].to_numpy(float) == 1
+        frame[f"y_{child}"] = np.where(inside, frame[f"y_{child}"].to_numpy(float), np.nan)
+    return frame
+
+
 def _labels_and_scores(frame: pd.DataFrame, task: str):
     if f"y_{task}" not in frame:
         raise UsmtlError(f"Task {task!r} has no labels (y_{task}) in the predictions; "
@@ -50,8 +82,15 @@ def _labels_and_scores(frame: pd.DataFrame, task: str):
 
 def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
                          val_frame: pd.DataFrame | None = None, patient_how: str = "mean",
-                         n_boot: int = 1000, seed: int = 0) -> dict:
-    """Metrics of a prediction frame; thresholds chosen on ``val_frame`` when given."""
+                         n_boot: int = 1000, seed: int = 0,
+                         cohorts: dict[str, str] | None = None) -> dict:
+    """Metrics of a prediction frame; thresholds chosen on ``val_frame`` when given.
+
+    ``cohorts`` maps a task to the description of its cohort, stated in the report beside
+    its n (the labels are expected to be restricted to it already); others read "as
+    labelled".
+    """
+    cohorts = cohorts or {}
     if len(frame) == 0:
         raise UsmtlError("No predictions to evaluate (empty frame)")
     report = {"threshold": threshold, "patient_aggregation": patient_how, "n_images": len(frame),
@@ -65,6 +104,7 @@ def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
         point = binary_metrics(y, p, threshold)
         entry["confusion"] = {k: point[k] for k in ("tp", "fp", "fn", "tn")}
         entry["n"], entry["positives"] = point["n"], point["positives"]
+        entry["cohort"] = cohorts.get(task, "as labelled")
         py, pp, pids = stats.aggregate_patients(y, p, patients, how=patient_how)
         entry["patient"] = stats.bootstrap_metrics(py, pp, pids, threshold, n_boot, seed)
         if val_frame is not None and f"y_{task}" in val_frame:
@@ -98,14 +138,15 @@ def _fmt(v: dict) -> str:
 
 
 def markdown_table(report: dict, level: str = "image") -> str:
-    header = "| task | n | pos | " + " | ".join(METRICS) + " |"
-    lines = [header, "|" + "---|" * (len(METRICS) + 3)]
+    header = "| task | cohort | n | pos | " + " | ".join(METRICS) + " |"
+    lines = [header, "|" + "---|" * (len(METRICS) + 4)]
     for task, entry in report["tasks"].items():
         values = entry.get(level)
         if values is None:
             continue
         n = entry["n"] if level != "patient" else "-"
-        lines.append(f"| {task} | {n} | {entry['positives'] if level != 'patient' else '-'} | "
+        lines.append(f"| {task} | {entry.get('cohort', 'as labelled')} | {n} | "
+                     f"{entry['positives'] if level != 'patient' else '-'} | "
                      + " | ".join(_fmt(values[m]) for m in METRICS) + " |")
     return "\n".join(lines)
 
@@ -114,7 +155,8 @@ def markdown_report(report: dict, title: str) -> str:
     parts = [f"# {title}", "",
              f"{report['n_images']} images of {report['n_patients']} patients. Threshold "
              f"{report['threshold']}; 95% CIs from {report['bootstrap']} bootstrap resamples of "
-             f"patients.", "", "## Image level", "", markdown_table(report, "image"), "",
+             f"patients. Each task is scored within its cohort (n images with a known label).",
+             "", "## Image level", "", markdown_table(report, "image"), "",
              f"## Patient level (score = {report['patient_aggregation']} of a patient's images)",
              "", markdown_table(report, "patient"), ""]
     if any("image_youden" in e for e in report["tasks"].values()):
@@ -220,7 +262,9 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
     val_frame = None
     if split != "val" and manifest is None:
         val_frame = run_predictions(run_dir, None, "val")
-    report = evaluate_predictions(frame, graph.edges, threshold, val_frame, patient_how, n_boot, seed)
+    cohorts = {name: graph.cohort_text(name) for name in graph.names}
+    report = evaluate_predictions(frame, graph.edges, threshold, val_frame, patient_how, n_boot, seed,
+                                  cohorts)
     out = run_dir if manifest is None and split == "test" else os.path.join(run_dir, f"eval-{split}")
     write_report(report, frame, out, f"Evaluation of {os.path.basename(os.path.abspath(run_dir))} "
                                      f"on the {split} split")
@@ -230,11 +274,20 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
 
 def evaluate_file(predictions: str, out_dir: str, edges=(), threshold: float = 0.5,
                   val_predictions: str | None = None, patient_how: str = "mean",
-                  n_boot: int = 1000, seed: int = 0) -> dict:
-    """Evaluate any prediction CSV (a CNN run's, the radiomics baseline's, an export's)."""
-    frame = read_predictions(predictions)
+                  n_boot: int = 1000, seed: int = 0, cohorts: dict[str, str] | None = None) -> dict:
+    """Evaluate any prediction CSV (a CNN run's, the radiomics baseline's, an export's).
+
+    ``cohorts`` (``{"alnm": "malignancy"}``) scores each child only where its parent's label
+    is 1, as the paper scores ALNM within the malignant masses.
+    """
+    cohorts = cohorts or {}
+    frame = restrict_to_cohorts(read_predictions(predictions), cohorts)
     val_frame = read_predictions(val_predictions) if val_predictions else None
-    report = evaluate_predictions(frame, edges, threshold, val_frame, patient_how, n_boot, seed)
+    if val_frame is not None:
+        val_frame = restrict_to_cohorts(val_frame, cohorts)
+    described = {child: f"{parent} = 1" for child, parent in cohorts.items()}
+    report = evaluate_predictions(frame, edges, threshold, val_frame, patient_how, n_boot, seed,
+                                  described)
     write_report(report, frame, out_dir, f"Evaluation of {os.path.basename(predictions)}")
     report["out_dir"] = out_dir
     return report
@@ -245,6 +298,7 @@ def compact_table(report: dict) -> str:
 
     rows = {}
     for task, entry in report["tasks"].items():
-        rows[task] = {"n": entry["n"], "positives": entry["positives"],
+        rows[task] = {"cohort": entry.get("cohort", "as labelled"), "n": entry["n"],
+                      "positives": entry["positives"],
                       **{m: entry["image"][m]["value"] for m in METRICS}}
     return format_table(rows)
