@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUNS ?= runs
 
-.PHONY: demo test test-fast install install-radiomics clean
+.PHONY: demo test test-fast wheel-check install install-radiomics clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,24 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+	$(MAKE) wheel-check
+
+# A user's install: a wheel (pip install ., not -e) in a fresh venv, used from another folder,
+# with the shipped presets only.
+WHEEL_CHECK := build/wheel-check
+wheel-check:
+	rm -rf $(WHEEL_CHECK) && mkdir -p $(WHEEL_CHECK)
+	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
+	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet --upgrade pip
+	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet .
+	cd $(WHEEL_CHECK) && venv/bin/usmtl presets \
+	  && venv/bin/usmtl demo-data d --patients 60 \
+	  && venv/bin/usmtl fit --config quickstart --manifest d/manifest.csv --out r --set train.epochs=2 \
+	  && venv/bin/python -c "import usmtl, sys; assert 'site-packages' in usmtl.__file__, usmtl.__file__"
+	@echo "wheel-check: passed"
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(RUNS) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(RUNS) *.egg-info .pytest_cache build

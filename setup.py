@@ -1,3 +1,9 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
-setup()
+# The shipped configs live once, in the top-level configs/ where a reader finds them; this
+# maps that folder to the package usmtl._presets, so a wheel carries them (usmtl.presets).
+setup(
+    packages=find_packages(include=["usmtl", "usmtl.*"]) + ["usmtl._presets"],
+    package_dir={"usmtl._presets": "configs"},
+    package_data={"usmtl._presets": ["*.yaml"]},
+)

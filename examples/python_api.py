@@ -18,8 +18,7 @@ make_phantoms(data_dir, n_patients=200, seed=0)
 manifest = os.path.join(data_dir, "manifest.csv")
 assert check_manifest(manifest) == []
 
-repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-cfg = load_config(os.path.join(repo, "configs", "quickstart.yaml"), ["train.epochs=10"])
+cfg = load_config("quickstart", ["train.epochs=10"])  # a preset shipped with usmtl
 result = fit(cfg, manifest, run_dir)
 print(format_table(result.val_metrics))
 

@@ -6,9 +6,15 @@ command line. An unknown key or a value of the wrong type is an error naming the
 
 Example:
     >>> from usmtl.config import load_config
-    >>> cfg = load_config("configs/quickstart.yaml", ["train.epochs=3"])  # doctest: +SKIP
-    >>> cfg.train.epochs  # doctest: +SKIP
+    >>> cfg = load_config("quickstart", ["train.epochs=3"])   # a preset, or a YAML file
+    >>> cfg.train.epochs
     3
+    >>> load_config("paper", variant="single-alnm").tasks[0].cohort
+    'malignant'
+    >>> load_config("quickstart", ["train.epoch=3"])
+    Traceback (most recent call last):
+    ...
+    usmtl.errors.ConfigError: ...Unknown config key 'train.epoch'...
 """
 
 from __future__ import annotations
@@ -335,11 +341,16 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def load_config(path: str | None = None, overrides: list[str] | None = None,
                 variant: str | None = None) -> ExperimentConfig:
-    """Load a YAML config (or the defaults), apply overrides, then a paper variant."""
+    """Load a YAML config (or the defaults), apply overrides, then a paper variant.
+
+    ``path`` is a file or the name of a shipped preset (``paper``, ``quickstart``; see
+    :mod:`usmtl.presets`).
+    """
     data: dict = {}
     if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"Config file not found. Received: {path}")
+        from usmtl.presets import resolve_config
+
+        path = resolve_config(path)
         with open(path) as f:
             try:
                 data = yaml.safe_load(f) or {}
