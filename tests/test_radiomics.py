@@ -184,7 +184,7 @@ def test_selection_never_sees_validation_or_test_rows(phantoms, radiomics_config
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import load_split
     from usmtl.radiomics import model as radiomics_model
-    from usmtl.training.fit import prepare_data
+    from usmtl.data.prepare import prepare_data
 
     # the split fit will use, made the same way beforehand
     rows = prepare_data(radiomics_config, str(phantoms)).row_split

@@ -44,8 +44,7 @@ import numpy as np
 
 from usmtl.errors import UsmtlError
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "configs", "quickstart.yaml")
+DEFAULT_CONFIG = "quickstart"  # a preset (usmtl.presets), there in a wheel too
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,10 +116,11 @@ def machine() -> dict:
 
 def write_json(result: dict, path: str | None) -> None:
     if path:
+        from usmtl.run import write_json_atomic
+
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2, default=float)
+        write_json_atomic(path, result)
 
 
 def format_result(result: dict) -> str:
@@ -339,7 +339,7 @@ def _resolve_precision(precision: str, backend: str) -> str:
 
         # bfloat16 needs no loss scaling and is what current accelerators run fastest.
         return "mixed_bfloat16" if jax.devices()[0].platform != "cpu" else "float32"
-    from usmtl.training.fit import resolve_precision
+    from usmtl.training.loop import resolve_precision
 
     return resolve_precision("auto")
 
@@ -399,9 +399,8 @@ def _time_tensorflow(cfg, x, y, w, jit, spe, warmup, steps):
 
     from usmtl.model.multitask import build_model
     from usmtl.training.compile import compile_for_training
-    from usmtl.training.fit import resolve_strategy
     from usmtl.training.loop import (build_for_training, make_step_function, prepare_dataset,
-                                     resolve_jit, strategy_name)
+                                     resolve_jit, resolve_strategy, strategy_name)
 
     strategy = resolve_strategy("auto")
     jit = resolve_jit(jit if isinstance(jit, bool) else "auto", strategy)

@@ -14,9 +14,9 @@ import sys
 
 import click
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-DEFAULT_CONFIG = os.path.join(_CONFIGS, "quickstart.yaml")
-PAPER_CONFIG = os.path.join(_CONFIGS, "paper.yaml")
+# Preset names (usmtl.presets): shipped inside the package, so they work from a wheel too.
+DEFAULT_CONFIG = "quickstart"
+PAPER_CONFIG = "paper"
 
 
 def _friendly_errors(func):
@@ -69,8 +69,8 @@ def demo_data(out, patients, size, seed):
 @main.command("check")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="Warn about labels outside this config's task cohorts (default: the paper's "
-                   "configs/paper.yaml: ALNM within the malignant masses).")
+              help="Warn about labels outside this config's task cohorts (a file or a preset; "
+                   "default: paper, ALNM within the malignant masses).")
 @_friendly_errors
 def check(manifest, config_path):
     """Report every problem of a MANIFEST at once, with line numbers; exit 1 if any.
@@ -88,6 +88,18 @@ def check(manifest, config_path):
         click.echo(f"{len(problems)} problem(s) in {manifest}", err=True)
         sys.exit(1)
     click.echo(f"{manifest}: no problems found")
+
+
+@main.command("presets")
+def presets_command():
+    """List the configs shipped with usmtl; pass a name to --config."""
+    from usmtl.presets import describe, preset_names, preset_path
+
+    names = preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        click.echo(f"{name.ljust(width)}  {describe(name)}")
+    click.echo(f"\n(files: {os.path.dirname(preset_path(names[0]))})")
 
 
 @main.group("import")
@@ -144,7 +156,7 @@ def import_labelimg(images, labels, annotations, out):
 
 _config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False),
-    help="Experiment YAML (default: configs/quickstart.yaml).")
+    help="Experiment YAML, or a preset name (usmtl presets; default: quickstart).")
 _set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
     help="Override a config value, e.g. --set train.epochs=3 (repeatable).")
@@ -283,16 +295,14 @@ def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, ed
 def compare_command(a, b, threshold, split, out):
     """Paired DeLong (AUC) and McNemar (accuracy) tests between two runs or prediction CSVs."""
     _quiet_tensorflow()
-    import json
-
     from usmtl.evaluation.compare import compare, format_comparison
+    from usmtl.run import write_json_atomic
 
     result = compare(a, b, threshold, split)
     click.echo(format_comparison(result, ("A", "B")))
     click.echo(f"A = {a}\nB = {b}")
     if out:
-        with open(out, "w") as f:
-            json.dump(result, f, indent=2, default=float)
+        write_json_atomic(out, result)
 
 
 @main.command("experiment")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 import os
 
@@ -45,6 +44,7 @@ from usmtl.data.splits import SPLIT_FILE, save_split
 from usmtl.errors import UsmtlError
 from usmtl.evaluation import stats
 from usmtl.evaluation.metrics import METRICS, binary_metrics
+from usmtl.run import write_csv_atomic, write_json_atomic, write_text_atomic
 from usmtl.tasks import TaskGraph
 
 EXPERIMENT_CONFIG = "experiment.yaml"
@@ -55,8 +55,8 @@ def _prepare_directory(cfg: ExperimentConfig, manifest: str, out_dir: str,
     """Save the config and the one split of the experiment (or check the saved ones)."""
     import yaml
 
+    from usmtl.data.prepare import prepare_data
     from usmtl.data.splits import load_split
-    from usmtl.training.fit import prepare_data
 
     config_path = os.path.join(out_dir, EXPERIMENT_CONFIG)
     split_path = os.path.join(out_dir, SPLIT_FILE)
@@ -142,17 +142,21 @@ def run_experiment(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: 
         graph = TaskGraph.from_config(run_cfg.tasks)
         rows += [{"variant": variant, "repeat": k, **r} for r in _run_metrics(frame, graph)]
         print(f"[{i}/{len(plan)}] {variant} repeat {k}: {what} ({result.seconds:.0f} s)", flush=True)
-    results = pd.DataFrame(rows)
-    results.to_csv(os.path.join(out_dir, "results.csv"), index=False)
+    return _write_tables(out_dir, pd.DataFrame(rows), predictions, repeats, cfg, interval)
+
+
+def _write_tables(out_dir: str, results: pd.DataFrame, predictions: dict, repeats: int,
+                  cfg: ExperimentConfig, interval: str) -> dict:
+    """results.csv, summary.csv, pvalues.csv, inconsistency.csv and tables.md."""
+    write_csv_atomic(os.path.join(out_dir, "results.csv"), results)
     summary = summarize(results)
-    summary.to_csv(os.path.join(out_dir, "summary.csv"), index=False)
+    write_csv_atomic(os.path.join(out_dir, "summary.csv"), summary)
     pvalues = variant_pvalues(results, predictions)
-    pvalues.to_csv(os.path.join(out_dir, "pvalues.csv"), index=False)
+    write_csv_atomic(os.path.join(out_dir, "pvalues.csv"), pvalues)
     inconsistency = summary[summary["metric"].str.startswith("inconsistency_")]
-    inconsistency.to_csv(os.path.join(out_dir, "inconsistency.csv"), index=False)
+    write_csv_atomic(os.path.join(out_dir, "inconsistency.csv"), inconsistency)
     text = tables_markdown(summary, pvalues, repeats, cfg, interval)
-    with open(os.path.join(out_dir, "tables.md"), "w") as f:
-        f.write(text)
+    write_text_atomic(os.path.join(out_dir, "tables.md"), text)
     return {"results": results, "summary": summary, "pvalues": pvalues, "markdown": text}
 
 
@@ -318,9 +322,9 @@ def _radiomics_rows(features: str, out_dir: str, cfg: ExperimentConfig, split_pa
                     task: str) -> list[dict]:
     """Fit (or reuse) the radiomics baseline of one burden config; its test metrics."""
     from usmtl.radiomics.model import fit_radiomics
-    from usmtl.training.fit import run_status
+    from usmtl.run import Run
 
-    if run_status(out_dir) != "finished":
+    if Run(out_dir).status != "finished":
         if os.path.isdir(out_dir):
             import shutil
 
@@ -376,10 +380,9 @@ def run_burden(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: int 
             rows += [{"threshold": k, **r} for r in _radiomics_rows(
                 radiomics, os.path.join(out_dir, "radiomics", f"ge{k}"), cfg_k, split_path, child)]
     burden = pd.DataFrame(rows)
-    burden.to_csv(os.path.join(out_dir, "burden.csv"), index=False)
+    write_csv_atomic(os.path.join(out_dir, "burden.csv"), burden)
     text = burden_markdown(burden, column, repeats, cfg, interval)
-    with open(os.path.join(out_dir, "table4.md"), "w") as f:
-        f.write(text)
+    write_text_atomic(os.path.join(out_dir, "table4.md"), text)
     return {"burden": burden, "markdown": text}
 
 
@@ -438,10 +441,10 @@ def tune(cfg: ExperimentConfig, manifest: str, out_dir: str, margins, weights,
         print(f"[{i}/{len(grid)}] m={margin:g} lambda={weight:g}: val AUC {score:.4f} ({what})",
               flush=True)
     frame = pd.DataFrame(rows)
-    frame.to_csv(os.path.join(out_dir, "grid.csv"), index=False)
+    write_csv_atomic(os.path.join(out_dir, "grid.csv"), frame)
     if frame["val_auc_mean"].notna().any():
         best = frame.loc[frame["val_auc_mean"].idxmax()]
-        with open(os.path.join(out_dir, "best.json"), "w") as f:
-            json.dump({"margin": float(best["margin"]), "weight": float(best["weight"]),
-                       "val_auc_mean": float(best["val_auc_mean"])}, f, indent=2)
+        write_json_atomic(os.path.join(out_dir, "best.json"), {
+            "margin": float(best["margin"]), "weight": float(best["weight"]),
+            "val_auc_mean": float(best["val_auc_mean"])})
     return frame

@@ -27,10 +27,10 @@ from usmtl.errors import UsmtlError
 
 def find_run_files(model_path: str) -> tuple[str, str]:
     """``(model file, config file)`` for a run directory or a ``.keras`` file in one."""
-    from usmtl.training.fit import BEST_MODEL, CONFIG_FILE
+    from usmtl.run import BEST_MODEL, CONFIG_FILE, Run
 
     if os.path.isdir(model_path):
-        model_file = os.path.join(model_path, BEST_MODEL)
+        model_file = Run(model_path).model_path("best")
         if not os.path.isfile(model_file):
             raise UsmtlError(f"{model_path}: no {BEST_MODEL}; is it a finished run directory? "
                              f"(An exported model holds saved_model.pb or model.tflite.) "
@@ -52,13 +52,10 @@ def find_run_files(model_path: str) -> tuple[str, str]:
 
 def load_run(model_path: str):
     """``(keras model, ExperimentConfig)`` of a run directory or ``.keras`` file."""
-    import keras
-
-    import usmtl.model.backbones  # noqa: F401  (registers the custom layers)
-    import usmtl.model.hinge  # noqa: F401
+    from usmtl.run import load_keras_model
 
     model_file, config_file = find_run_files(model_path)
-    return keras.models.load_model(model_file), load_config(config_file)
+    return load_keras_model(model_file), load_config(config_file)
 
 
 def parse_box(text: str):
@@ -113,8 +110,9 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     or for a manifest (optionally only the rows of one split of the run). ``model_path``: a
     run directory, a ``.keras`` file, a SavedModel export folder or a ``.tflite`` file."""
     from usmtl.data.manifest import read_manifest
-    from usmtl.data.splits import SPLIT_FILE, select_split_rows
+    from usmtl.data.splits import select_split_rows
     from usmtl.evaluation.predictions import predictions_frame
+    from usmtl.run import Run
     from usmtl.tasks import TaskGraph, label_table
 
     model, cfg, run_dir = open_model(model_path)
@@ -132,7 +130,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
         return predictions_frame([input_path], [""], [""], probs, None, graph.edges)
 
     manifest = read_manifest(input_path)
-    split_file = os.path.join(run_dir, SPLIT_FILE) if run_dir else None
+    split_file = Run(run_dir).split_path if run_dir else None
     manifest, splits = select_split_rows(manifest, split_file, split, input_path, model_path)
     manifest.require_images()
     present = graph.present(manifest.frame.columns).tasks

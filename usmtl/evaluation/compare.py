@@ -52,13 +52,13 @@ def align(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B")) -> pd.DataFrame:
 
 def run_cohorts(source: str) -> dict[str, str]:
     """``{task: cohort text}`` of a run directory's config; ``{}`` for a prediction file."""
-    from usmtl.config import load_config
+    from usmtl.run import Run
     from usmtl.tasks import TaskGraph
 
-    config = os.path.join(source, "config.yaml")
-    if not os.path.isdir(source) or not os.path.isfile(config):
+    run = Run(source)
+    if not os.path.isdir(source) or not os.path.isfile(run.config_path):
         return {}
-    graph = TaskGraph.from_config(load_config(config).tasks)
+    graph = TaskGraph.from_config(run.config().tasks)
     return {name: graph.cohort_text(name) for name in graph.names}
 
 

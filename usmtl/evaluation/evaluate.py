@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -217,34 +216,31 @@ def plot_rocs(frame: pd.DataFrame, out_dir: str) -> list[str]:
 
 
 def write_report(report: dict, frame: pd.DataFrame, out_dir: str, title: str) -> None:
+    from usmtl.run import write_csv_atomic, write_json_atomic, write_text_atomic
+
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    metrics_rows(report).to_csv(os.path.join(out_dir, "metrics.csv"), index=False)
+    write_json_atomic(os.path.join(out_dir, "metrics.json"), report)
+    write_csv_atomic(os.path.join(out_dir, "metrics.csv"), metrics_rows(report))
     plot_rocs(frame, out_dir)
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(markdown_report(report, title))
+    write_text_atomic(os.path.join(out_dir, "report.md"), markdown_report(report, title))
 
 
 def run_predictions(run_dir: str, manifest: str | None = None, split: str = "test") -> pd.DataFrame:
     """Predictions of a run on one split of its manifest (cached as ``<split>_predictions.csv``
     when the run's own manifest is used)."""
-    from usmtl.training.fit import RUN_FILE
+    from usmtl.run import Run, write_csv_atomic
 
-    run_file = os.path.join(run_dir, RUN_FILE)
-    if not os.path.isfile(run_file):
-        raise UsmtlError(f"{run_dir} is not a run directory (no {RUN_FILE})")
-    with open(run_file) as f:
-        run = json.load(f)
-    own = manifest is None or os.path.abspath(manifest) == run["manifest"]
-    cache = os.path.join(run_dir, f"{split}_predictions.csv")
+    run = Run.open(run_dir)
+    run_manifest = run.manifest_path
+    own = manifest is None or os.path.abspath(manifest) == run_manifest
+    cache = run.predictions_path(split)
     if own and os.path.isfile(cache):
         return read_predictions(cache)
     from usmtl.predict import predict
 
-    frame = predict(run_dir, manifest or run["manifest"], split=split)
+    frame = predict(run_dir, manifest or run_manifest, split=split)
     if own:
-        frame.to_csv(cache, index=False)
+        write_csv_atomic(cache, frame)
     return frame
 
 
@@ -253,11 +249,10 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
                  seed: int = 0) -> dict:
     """Evaluate a run directory on a split; writes metrics.json, metrics.csv, report.md and
     ROC curves into it (into ``RUN/eval-<split>`` for another manifest)."""
-    from usmtl.config import load_config
+    from usmtl.run import Run
     from usmtl.tasks import TaskGraph
-    from usmtl.training.fit import CONFIG_FILE
 
-    graph = TaskGraph.from_config(load_config(os.path.join(run_dir, CONFIG_FILE)).tasks)
+    graph = TaskGraph.from_config(Run.open(run_dir).config().tasks)
     frame = run_predictions(run_dir, manifest, split)
     val_frame = None
     if split != "val" and manifest is None:

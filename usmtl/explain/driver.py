@@ -88,8 +88,9 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
     ``cfg`` (the run's config) gives the task labels, when the manifest has them."""
     from usmtl.data.io import read_image
     from usmtl.data.manifest import read_manifest
-    from usmtl.data.splits import SPLIT_FILE, select_split_rows
+    from usmtl.data.splits import select_split_rows
     from usmtl.predict import find_run_files, parse_box
+    from usmtl.run import Run
     from usmtl.tasks import TaskGraph, label_table
 
     if limit is not None and limit < 1:
@@ -107,8 +108,7 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
                       [""], [""], pd.DataFrame(index=range(1)))
 
     manifest = read_manifest(input_path)
-    split_file = None if run is None else \
-        os.path.join(os.path.dirname(find_run_files(run)[1]), SPLIT_FILE)
+    split_file = None if run is None else Run(os.path.dirname(find_run_files(run)[1])).split_path
     manifest, splits = select_split_rows(manifest, split_file, split, input_path, run or "")
     if limit is not None and limit < len(manifest):
         keep = np.arange(len(manifest)) < limit

@@ -128,16 +128,10 @@ def read_metadata(sidecar: str) -> dict:
 
 
 def write_json(path: str, data) -> None:
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2, default=_plain)
-        f.write("\n")
+    """Atomically, as every JSON file of usmtl (:func:`usmtl.run.write_json_atomic`)."""
+    from usmtl.run import write_json_atomic
 
-
-def _plain(value):
-    try:
-        return value.item()  # numpy scalars
-    except AttributeError:
-        return str(value)
+    write_json_atomic(path, data)
 
 
 def artifact_bytes(kind: str, artifact: str) -> int:

@@ -107,6 +107,7 @@ def _metadata(fmt, quantize, name, version, cfg, graph, run, model_file, mixed, 
 
     import usmtl
     from usmtl.export.graph import MAX_SIDE
+    from usmtl.run import run_dir_of_model
 
     size = cfg.data.image_size
     if fmt == "savedmodel":
@@ -127,10 +128,7 @@ def _metadata(fmt, quantize, name, version, cfg, graph, run, model_file, mixed, 
                   "resize": resize},
         "outputs": {t: "float32 probability, shape (batch,)" for t in graph.names},
         "roi": {"margin": cfg.data.roi_margin, "square": cfg.data.square_roi},
-        "source": {"run": os.path.abspath(run),
-                   "run_dir": os.path.dirname(os.path.dirname(os.path.abspath(model_file)))
-                   if os.path.basename(os.path.dirname(model_file)) == "checkpoints"
-                   else os.path.dirname(os.path.abspath(model_file)),
+        "source": {"run": os.path.abspath(run), "run_dir": run_dir_of_model(model_file),
                    "model_file": os.path.abspath(model_file), "backbone": cfg.model.backbone,
                    "mixed_precision": mixed, "config_name": cfg.name},
         "tolerance": tolerance,
@@ -169,8 +167,8 @@ def export(run: str, fmt: str, out: str, quantize: str = "none", manifest: str |
         raise UsmtlError(f"Exports need the TensorFlow Keras backend. "
                          f"Received: KERAS_BACKEND={os.environ['KERAS_BACKEND']}")
     from usmtl.config import save_config
-    from usmtl.data.splits import SPLIT_FILE
     from usmtl.predict import find_run_files
+    from usmtl.run import Run
     from usmtl.tasks import TaskGraph
 
     model_file, config_file = find_run_files(run)
@@ -197,7 +195,7 @@ def export(run: str, fmt: str, out: str, quantize: str = "none", manifest: str |
 
     calibration = None
     if manifest:
-        split_file = os.path.join(os.path.dirname(config_file), SPLIT_FILE)
+        split_file = Run(os.path.dirname(config_file)).split_path
         parity_images, calibration = _manifest_images(manifest, split_file, cfg, images,
                                                       calibration_images, seed, graph)
     else:

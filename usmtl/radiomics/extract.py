@@ -247,12 +247,11 @@ def _read_cached(cache_dir: str, key: str):
 
 
 def _write_cached(cache_dir: str, key: str, features: dict) -> None:
+    from usmtl.run import write_json_atomic
+
     path = _cache_file(cache_dir, key)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(features, f)
-    os.replace(tmp, path)
+    write_json_atomic(path, features, indent=None, fsync=False)  # a lost file is extracted again
 
 
 # ---------------------------------------------------------------------------------------
@@ -349,15 +348,15 @@ def extract_features(manifest_path: str, out: str | None = None,
     frame = pd.concat([frame, pd.DataFrame(values, columns=names)], axis=1)
     table = FeatureTable(frame, [failures[r] for r in sorted(failures)], len(todo), time.time() - started)
     if out is not None:
+        from usmtl.run import write_csv_atomic, write_json_atomic
+
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        tmp = out + ".tmp"
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-        with open(sidecar_path(out), "w") as f:
-            json.dump({"manifest": manifest.path, "images": len(manifest), "extracted_rows": len(rows),
-                       "failures": table.failures, "settings": settings.to_dict(),
-                       "pyradiomics_version": str(getattr(radiomics, "__version__", "?")),
-                       "n_features": len(names), "features": names}, f, indent=1)
+        write_csv_atomic(out, frame)
+        write_json_atomic(sidecar_path(out), {
+            "manifest": manifest.path, "images": len(manifest), "extracted_rows": len(rows),
+            "failures": table.failures, "settings": settings.to_dict(),
+            "pyradiomics_version": str(getattr(radiomics, "__version__", "?")),
+            "n_features": len(names), "features": names}, indent=1)
     return table
 
 

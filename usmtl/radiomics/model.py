@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -101,31 +100,65 @@ def fit_radiomics(features_path: str, out_dir: str, cfg=None, split_file: str | 
             Without it the split is made from ``cfg`` exactly as ``usmtl fit`` would.
         manifest_path: default: the manifest the features were extracted from.
     """
-    import joblib
-
-    from usmtl.config import load_config, save_config
-    from usmtl.data.splits import SPLIT_FILE, save_split
-    from usmtl.evaluation.metrics import binary_metrics
-    from usmtl.evaluation.predictions import predictions_frame
-    from usmtl.radiomics.extract import feature_columns, read_features
-    from usmtl.training.fit import CONFIG_FILE, RUN_FILE, prepare_data
+    from usmtl.run import Run
 
     settings = settings or RadiomicsModelSettings()
+    inputs = _build_inputs(features_path, out_dir, cfg, split_file, manifest_path)
+    task_rows, skipped_tasks = _fittable_tasks(inputs, features_path)
+    run = Run.create(out_dir, inputs.cfg, inputs.data.manifest.path, inputs.data.split,
+                     resumable=False, kind="radiomics")
+    fitted = {name: _fit_task(inputs, name, rows, settings) for name, rows in task_rows.items()}
+    return _write_outputs(run, inputs, fitted, skipped_tasks, settings, features_path)
+
+
+# ---------------------------------------------------------------------------------------
+# The phases of fit_radiomics: inputs, tasks, one forest per task, outputs
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Inputs:
+    cfg: object          # the ExperimentConfig
+    data: object         # usmtl.data.prepare.PreparedData
+    names: list          # feature columns
+    x: np.ndarray        # (manifest rows, features); NaN where a row has no features
+    usable: np.ndarray   # rows with every feature finite
+
+
+@dataclasses.dataclass
+class _FittedTask:
+    model: dict          # {"features": [...], "forest": RandomForestClassifier}
+    probs: np.ndarray    # per manifest row; NaN where not usable
+    selection: list      # rows of selected_features.csv
+    summary: dict        # the task's entry in radiomics.json
+
+
+def _build_inputs(features_path, out_dir, cfg, split_file, manifest_path) -> _Inputs:
+    """Features, config and the split's data, checked before anything is written."""
+    from usmtl.data.prepare import prepare_data
+    from usmtl.radiomics.extract import feature_columns, read_features
+    from usmtl.run import Run
+
     features, meta = read_features(features_path)
     manifest_path = manifest_path or meta.get("manifest")
     if not manifest_path:
         raise UsmtlError(f"{features_path}: no sidecar names its manifest; pass --manifest")
     if cfg is None:
-        run_config = os.path.join(split_file, CONFIG_FILE) if split_file and os.path.isdir(split_file) else None
-        if not run_config or not os.path.isfile(run_config):
+        source = Run(split_file) if split_file and os.path.isdir(split_file) else None
+        if source is None or not os.path.isfile(source.config_path):
             raise UsmtlError("fit_radiomics needs a config (its tasks) or a run directory as "
                              f"split_file. Received: split_file={split_file!r}")
-        cfg = load_config(run_config)
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise UsmtlError(f"Output folder {out_dir} exists and is not empty; choose another --out")
-
+        cfg = source.config()
+    Run(out_dir).require_empty(resumable=False)
     data = prepare_data(cfg, manifest_path, split_file)
-    manifest, n = data.manifest, len(data.manifest)
+    names = feature_columns(features)
+    x = _feature_matrix(features, names, data.manifest, features_path, manifest_path)
+    return _Inputs(cfg, data, names, x, np.isfinite(x).all(axis=1))
+
+
+def _feature_matrix(features, names, manifest, features_path, manifest_path) -> np.ndarray:
+    """The features in manifest row order; raises when the file is of another manifest."""
+    n = len(manifest)
     rows = features["row"].to_numpy(int)
     bad = [int(r) for r in rows if not 0 <= r < n]
     if bad:
@@ -138,71 +171,83 @@ def fit_radiomics(features_path: str, out_dir: str, cfg=None, split_file: str | 
         raise UsmtlError(f"{features_path} does not match {manifest_path}: feature row {i + 2} is "
                          f"image {features['image'].iat[i]!r}, manifest line {rows[i] + 2} is "
                          f"{expected[i]!r}; extract the features again")
-    names = feature_columns(features)
-    x_all = np.full((n, len(names)), np.nan)
-    x_all[rows] = features[names].to_numpy(float)
-    usable = np.isfinite(x_all).all(axis=1)
-    train = data.row_split == "train"
+    x = np.full((n, len(names)), np.nan)
+    x[rows] = features[names].to_numpy(float)
+    return x
 
+
+def _fittable_tasks(inputs: _Inputs, features_path: str) -> tuple[dict, dict]:
+    """``({task: training rows}, {task: why it cannot be fitted})``; raises if none can."""
+    train = inputs.data.row_split == "train"
     task_rows, skipped_tasks = {}, {}
-    for name in data.graph.names:
-        rows_of_task, why = _task_rows(data.labels[name], train, usable)
+    for name in inputs.data.graph.names:
+        rows_of_task, why = _task_rows(inputs.data.labels[name], train, inputs.usable)
         if why:
             skipped_tasks[name] = why
         else:
             task_rows[name] = rows_of_task
     if not task_rows:
         raise UsmtlError(f"No task can be fitted: {skipped_tasks}. Received: {features_path}")
+    return task_rows, skipped_tasks
 
-    os.makedirs(out_dir, exist_ok=True)
-    save_config(cfg, os.path.join(out_dir, CONFIG_FILE))
-    save_split(data.split, os.path.join(out_dir, SPLIT_FILE))
-    models, summary, selection_rows, probs = {}, {}, [], {}
-    for name, fit_rows in task_rows.items():
-        y = data.labels[name]
-        chosen = select_features(x_all[fit_rows], y[fit_rows], settings)
-        columns = chosen["selected"]
-        from sklearn.ensemble import RandomForestClassifier
 
-        forest = RandomForestClassifier(n_estimators=settings.trees, max_depth=settings.max_depth,
-                                        n_jobs=settings.jobs, random_state=settings.seed)
-        forest.fit(x_all[fit_rows][:, columns], y[fit_rows].astype(int))
-        p = np.full(n, np.nan)
-        p[usable] = forest.predict_proba(x_all[usable][:, columns])[:, 1]
-        probs[name] = p
-        models[name] = {"features": [names[c] for c in columns], "forest": forest}
-        importance = dict(zip(columns, forest.feature_importances_))
-        for c in columns:
-            selection_rows.append({"task": name, "feature": names[c], "boruta_rank": int(chosen["ranking"][c]),
-                                   "forest_importance": float(importance[c])})
-        summary[name] = {"train_images": int(len(fit_rows)), "boruta": chosen["status"],
-                         "selected": [names[c] for c in columns]}
+def _fit_task(inputs: _Inputs, name: str, fit_rows: np.ndarray,
+              settings: RadiomicsModelSettings) -> _FittedTask:
+    """Boruta on the task's training rows, then a forest on the selected features."""
+    from sklearn.ensemble import RandomForestClassifier
 
-    splits = data.row_split
+    x, y, names, usable = inputs.x, inputs.data.labels[name], inputs.names, inputs.usable
+    chosen = select_features(x[fit_rows], y[fit_rows], settings)
+    columns = chosen["selected"]
+    forest = RandomForestClassifier(n_estimators=settings.trees, max_depth=settings.max_depth,
+                                    n_jobs=settings.jobs, random_state=settings.seed)
+    forest.fit(x[fit_rows][:, columns], y[fit_rows].astype(int))
+    p = np.full(len(y), np.nan)
+    p[usable] = forest.predict_proba(x[usable][:, columns])[:, 1]
+    importance = dict(zip(columns, forest.feature_importances_))
+    selection = [{"task": name, "feature": names[c], "boruta_rank": int(chosen["ranking"][c]),
+                  "forest_importance": float(importance[c])} for c in columns]
+    selected = [names[c] for c in columns]
+    return _FittedTask({"features": selected, "forest": forest}, p, selection,
+                       {"train_images": int(len(fit_rows)), "boruta": chosen["status"],
+                        "selected": selected})
+
+
+def _write_outputs(run, inputs: _Inputs, fitted: dict, skipped_tasks: dict,
+                   settings: RadiomicsModelSettings, features_path: str) -> dict:
+    """Predictions (every split, val, test), selection, models, radiomics.json; then the run
+    is finished, so that 'usmtl evaluate' and 'usmtl compare' read this folder like a CNN
+    run (they use the cached <split>_predictions.csv)."""
+    import joblib
+
+    from usmtl.evaluation.metrics import binary_metrics
+    from usmtl.evaluation.predictions import predictions_frame
+    from usmtl.run import write_csv_atomic
+
+    data, usable, manifest = inputs.data, inputs.usable, inputs.data.manifest
+    probs = {name: task.probs for name, task in fitted.items()}
+    summary = {name: task.summary for name, task in fitted.items()}
     frame = predictions_frame(manifest.frame["image"].to_numpy()[usable], manifest.patient_ids()[usable],
-                              splits[usable], {k: v[usable] for k, v in probs.items()},
+                              data.row_split[usable], {k: v[usable] for k, v in probs.items()},
                               {k: data.labels[k][usable] for k in probs},
                               [e for e in data.graph.edges if e[0] in probs and e[1] in probs])
-    frame.to_csv(os.path.join(out_dir, "predictions.csv"), index=False)
+    write_csv_atomic(run.file("predictions.csv"), frame)
     for split in ("val", "test"):
         part = frame[frame["split"] == split]
-        part.to_csv(os.path.join(out_dir, f"{split}_predictions.csv"), index=False)
+        write_csv_atomic(run.predictions_path(split), part)
         for name in probs:
             summary[name][f"{split}_metrics"] = binary_metrics(
                 part[f"y_{name}"].to_numpy(float), part[f"p_{name}"].to_numpy(float))
-    pd.DataFrame(selection_rows).to_csv(os.path.join(out_dir, "selected_features.csv"), index=False)
-    joblib.dump(models, os.path.join(out_dir, "models.joblib"))
+    write_csv_atomic(run.file("selected_features.csv"),
+                     pd.DataFrame([row for task in fitted.values() for row in task.selection]))
+    joblib.dump({name: task.model for name, task in fitted.items()}, run.file("models.joblib"))
     skipped = [manifest.where(i) for i in np.flatnonzero(~usable)]
-    result = {"features": os.path.abspath(features_path), "n_features": len(names),
-              "settings": dataclasses.asdict(settings), "skipped_rows": skipped, "skipped_tasks": skipped_tasks, "tasks": summary}
-    with open(os.path.join(out_dir, "radiomics.json"), "w") as f:
-        json.dump(result, f, indent=1, default=float)
-    # A finished run record, so that 'usmtl evaluate' and 'usmtl compare' read this folder
-    # like a CNN run (they use the cached <split>_predictions.csv).
-    with open(os.path.join(out_dir, RUN_FILE), "w") as f:
-        json.dump({"manifest": manifest.path, "status": "finished", "kind": "radiomics",
-                   "config_name": cfg.name}, f, indent=1)
-    result["out_dir"] = out_dir
+    result = {"features": os.path.abspath(features_path), "n_features": len(inputs.names),
+              "settings": dataclasses.asdict(settings), "skipped_rows": skipped,
+              "skipped_tasks": skipped_tasks, "tasks": summary}
+    run.write_json("radiomics.json", result)
+    run.mark_finished()
+    result["out_dir"] = run.path
     return result
 
 
@@ -221,21 +266,19 @@ def predict_radiomics(fit_dir: str, features_path: str) -> pd.DataFrame:
     """
     import joblib
 
-    from usmtl.config import load_config
-    from usmtl.data.splits import SPLIT_FILE, load_split
     from usmtl.evaluation.predictions import predictions_frame
     from usmtl.radiomics.extract import read_features
+    from usmtl.run import Run
     from usmtl.tasks import TaskGraph
-    from usmtl.training.fit import CONFIG_FILE
 
-    models_file = os.path.join(fit_dir, "models.joblib")
+    run = Run(fit_dir)
+    models_file = run.file("models.joblib")
     if not os.path.isfile(models_file):
         raise UsmtlError(f"{fit_dir}: no models.joblib; is it a folder of 'usmtl radiomics fit'? "
                          f"Received: {fit_dir}")
     models = joblib.load(models_file)
     features, meta = read_features(features_path)
-    with open(os.path.join(fit_dir, "radiomics.json")) as f:
-        fitted = json.load(f)
+    fitted = run.read_json("radiomics.json")
     _check_same_extraction(fitted.get("features"), meta, features_path)
     missing = sorted({c for m in models.values() for c in m["features"]} - set(features.columns))
     if missing:
@@ -247,11 +290,10 @@ def predict_radiomics(fit_dir: str, features_path: str) -> pd.DataFrame:
     part = features[usable]
     probs = {name: model["forest"].predict_proba(part[model["features"]].to_numpy(float))[:, 1]
              for name, model in models.items()}
-    split_file = os.path.join(fit_dir, SPLIT_FILE)
-    known = load_split(split_file) if os.path.isfile(split_file) else {}
+    known = run.split() if os.path.isfile(run.split_path) else {}
     patients = part["patient_id"].astype(str).to_numpy()
     splits = np.array([known.get(p, "") for p in patients], dtype=object)
-    edges = TaskGraph.from_config(load_config(os.path.join(fit_dir, CONFIG_FILE)).tasks).edges
+    edges = TaskGraph.from_config(run.config().tasks).edges
     return predictions_frame(part["image"].to_numpy(), patients, splits, probs, None,
                              [e for e in edges if e[0] in probs and e[1] in probs])
 

@@ -73,6 +73,36 @@ def task_label() -> str:
     return f"{task.get('type', 'worker')}{task.get('index', 0)}" if task else "local"
 
 
+def resolve_precision(precision: str) -> str:
+    """``auto``: mixed_float16 where a GPU is visible, float32 on CPU."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"
+
+
+def resolve_strategy(name: str):
+    """The ``tf.distribute`` strategy for ``train.strategy``.
+
+    ``auto``: MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster of several
+    tasks, MirroredStrategy across several local GPUs, else the default strategy.
+    ``multiworker`` reads the cluster from ``TF_CONFIG`` (one worker without it). Call this
+    before anything else touches TensorFlow's devices: a multi-worker strategy must be
+    created before the runtime starts.
+    """
+    import tensorflow as tf
+
+    if name == "multiworker" or (name == "auto" and cluster_size() > 1):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        # Without GPUs, mirror over the logical CPUs a caller configured (tests do).
+        return tf.distribute.MirroredStrategy(None if gpus or len(cpus) < 2 else cpus)
+    return tf.distribute.get_strategy()
+
+
 def strategy_name(strategy) -> str:
     """``default``, ``mirrored`` or ``multiworker``: the ``train.strategy`` value that
     ``strategy`` is (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
