@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["usmtl.tasks", "usmtl.config", "usmtl.presets", "usmtl.evaluation.stats",
+MODULES = ["usmtl.tasks", "usmtl.config", "usmtl.presets", "usmtl.model.registry",
+           "usmtl.evaluation.stats",
            "usmtl.evaluation.metrics", "usmtl.model.hinge", "usmtl.experiment"]
 
 
@@ -15,3 +16,16 @@ def test_docstring_examples(name):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
     assert result.attempted > 0, f"{name} has no runnable example"
+
+
+def test_reading_a_config_loads_no_tensorflow():
+    """Config validation reads the backbone registry: it must stay free of Keras and TF, so
+    that a config error is reported at once."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from usmtl.config import load_config; "
+            "load_config('paper', ['model.backbone=efficientnet_b0']); "
+            "bad = [m for m in ('keras', 'tensorflow') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

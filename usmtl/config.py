@@ -95,10 +95,6 @@ class DataConfig:
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 
-# Built by usmtl.model.backbones (kept here so that reading a config needs no TensorFlow).
-BACKBONE_NAMES = ("resnet50", "resnet_small", "mobilenet_v3_small", "efficientnet_b0")
-
-
 @dataclasses.dataclass
 class ModelConfig:
     """Backbone, heads and the hierarchical hinge (HL)."""
@@ -202,9 +198,19 @@ class ExperimentConfig:
             value = _get(self, key)
             if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or value[0] > value[1]:
                 raise ConfigError(f"{key} must be [low, high] with low <= high. Received: {value}")
-        if self.model.backbone not in BACKBONE_NAMES:
-            raise ConfigError(f"model.backbone must be one of {list(BACKBONE_NAMES)}. "
+        # The registry module imports no Keras: validation reads it, not the builders.
+        from usmtl.model.registry import backbone_names, get_backbone
+
+        if self.model.backbone not in backbone_names():
+            raise ConfigError(f"model.backbone must be one of {list(backbone_names())}. "
                               f"Received: {self.model.backbone!r}")
+        backbone = get_backbone(self.model.backbone)
+        if self.data.image_size < backbone.min_input_size:
+            raise ConfigError(f"data.image_size must be >= {backbone.min_input_size} for backbone "
+                              f"{backbone.name!r}. Received: {self.data.image_size}")
+        if self.model.weights == "imagenet" and not backbone.pretrained_weights:
+            raise ConfigError(f"model.weights: backbone {backbone.name!r} has no ImageNet weights; "
+                              f"set model.weights to 'none'. Received: 'imagenet'")
         return self
 
 

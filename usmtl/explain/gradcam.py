@@ -64,7 +64,9 @@ def task_heads(model) -> list[str]:
 
 
 # Layers before the backbone (augmentation, input scaling): 4-D, but a CAM there is no CAM.
-_NOT_CAM_LAYERS = ("augment", "normalization")
+# "normalization" is the input scaling's name in models saved before it became
+# "input_normalization" (and, in EfficientNet, Keras' own input scaling).
+_NOT_CAM_LAYERS = ("augment", "input_normalization", "normalization")
 
 
 def conv_layers(model) -> list[str]:

@@ -2,20 +2,23 @@
 
 Backbones are built with ``input_tensor=`` so their layers live in the top-level functional
 graph, not nested as one layer: Grad-CAM tools need to reach the last convolutional block.
-``BACKBONES`` maps a config name to its builder and its input normalisation.
+The ``build_*`` functions here are the builders that :mod:`usmtl.model.registry` names
+(lazily, so that reading a config imports no Keras); the registry, not this module, says
+which backbones exist, their normalisation, minimum size and whether weights exist.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Callable
 
 import keras
 from keras import layers, ops
 
-from usmtl.config import BACKBONE_NAMES
 from usmtl.errors import ConfigError
+# Saved models name RoiAugment too: importing this module (as load_run does) must register it
+# without relying on usmtl.model's __init__ doing so.
+from usmtl.model import augment as _augment  # noqa: F401
+from usmtl.model.registry import NORMALIZATION_MODES
 
 
 @keras.saving.register_keras_serializable(package="usmtl")
@@ -31,8 +34,9 @@ class InputNormalization(keras.layers.Layer):
 
     def __init__(self, mode: str = "caffe", **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("caffe", "unit", "none"):
-            raise ConfigError(f"InputNormalization mode must be caffe, unit or none. Received: {mode!r}")
+        if mode not in NORMALIZATION_MODES:
+            raise ConfigError(f"InputNormalization mode must be one of {list(NORMALIZATION_MODES)}. "
+                              f"Received: {mode!r}")
         self.mode = mode
 
     def call(self, images):
@@ -47,12 +51,6 @@ class InputNormalization(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-@dataclasses.dataclass(frozen=True)
-class BackboneSpec:
-    build: Callable
-    normalization: str
-
-
 def _weights(weights: str):
     if weights in (None, "none", "None", ""):
         return None
@@ -64,17 +62,17 @@ def _weights(weights: str):
     return weights
 
 
-def _resnet50(x, weights, model_cfg):
+def build_resnet50(x, weights, model_cfg):
     return keras.applications.ResNet50(include_top=False, weights=_weights(weights),
                                        input_tensor=x).output
 
 
-def _mobilenet_v3_small(x, weights, model_cfg):
+def build_mobilenet_v3_small(x, weights, model_cfg):
     return keras.applications.MobileNetV3Small(include_top=False, weights=_weights(weights),
                                                input_tensor=x, include_preprocessing=True).output
 
 
-def _efficientnet_b0(x, weights, model_cfg):
+def build_efficientnet_b0(x, weights, model_cfg):
     return keras.applications.EfficientNetB0(include_top=False, weights=_weights(weights),
                                              input_tensor=x).output
 
@@ -84,7 +82,7 @@ def _efficientnet_b0(x, weights, model_cfg):
 BN_MOMENTUM = 0.9
 
 
-def _resnet_small(x, weights, model_cfg):
+def build_resnet_small(x, weights, model_cfg):
     """A small ResNet (basic blocks) for tests and CPU quickstarts: same structure as
     ResNet50 (stem, residual stages, last block) at a fraction of the cost."""
     if _weights(weights) is not None:
@@ -116,11 +114,3 @@ def _resnet_small(x, weights, model_cfg):
             x = layers.Activation("relu", name=f"{name}_out")(x)
     return x
 
-
-BACKBONES: dict[str, BackboneSpec] = {
-    "resnet50": BackboneSpec(_resnet50, "caffe"),
-    "resnet_small": BackboneSpec(_resnet_small, "unit"),
-    "mobilenet_v3_small": BackboneSpec(_mobilenet_v3_small, "none"),
-    "efficientnet_b0": BackboneSpec(_efficientnet_b0, "none"),
-}
-assert tuple(BACKBONES) == BACKBONE_NAMES, "keep usmtl.config.BACKBONE_NAMES in step"

@@ -16,13 +16,18 @@ import keras
 from keras import layers
 
 from usmtl.model.augment import RoiAugment
-from usmtl.model.backbones import BACKBONES, InputNormalization
+from usmtl.model.backbones import InputNormalization
 from usmtl.model.hinge import HierarchicalHinge
+from usmtl.model.registry import get_backbone
 from usmtl.tasks import TaskGraph
 
 POOL_LAYER = "pool"
 HINGE_LAYER = "hierarchical_hinge"
 AUGMENT_LAYER = "augment"
+# Not "normalization": Keras' EfficientNet has a layer of that name, and a functional model
+# refuses duplicate names. Models saved before the rename still load (names are not looked
+# up on load); Grad-CAM skips both names.
+NORMALIZATION_LAYER = "input_normalization"
 
 
 def build_model(cfg) -> keras.Model:
@@ -37,7 +42,7 @@ def build_model(cfg) -> keras.Model:
     policy, so the loss sum never mixes dtypes.
     """
     graph = TaskGraph.from_config(cfg.tasks)
-    spec = BACKBONES[cfg.model.backbone]
+    backbone = get_backbone(cfg.model.backbone)
     size = cfg.data.image_size
     inputs = keras.Input((size, size, 3), name="image")
     x = inputs
@@ -45,8 +50,8 @@ def build_model(cfg) -> keras.Model:
         # Identity at inference; in training it runs inside the compiled step, on the device.
         x = RoiAugment.from_augment_config(cfg.data.augment, seed=cfg.train.seed,
                                            name=AUGMENT_LAYER)(x)
-    x = InputNormalization(spec.normalization, name="normalization")(x)
-    features = spec.build(x, cfg.model.weights, cfg.model)
+    x = InputNormalization(backbone.normalization, name=NORMALIZATION_LAYER)(x)
+    features = backbone.load_builder()(x, cfg.model.weights, cfg.model)
     x = layers.GlobalAveragePooling2D(name=POOL_LAYER)(features)
     if cfg.model.dropout > 0:
         x = layers.Dropout(cfg.model.dropout, name="dropout")(x)
