@@ -7,7 +7,8 @@ import pytest
 
 MODULES = ["usmtl.tasks", "usmtl.config", "usmtl.presets", "usmtl.model.registry",
            "usmtl.evaluation.stats",
-           "usmtl.evaluation.metrics", "usmtl.model.hinge", "usmtl.experiment"]
+           "usmtl.evaluation.metrics", "usmtl.model.hinge", "usmtl.model.multitask",
+           "usmtl.experiment"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,13 +1,7 @@
 """The multi-task network: one shared backbone, one named sigmoid head per task, and the
 hierarchical hinge on every parent -> child edge (Li, Guo et al., Front. Physiol. 2022).
 
-Example:
-    >>> from usmtl.config import load_config
-    >>> from usmtl.model.multitask import build_model
-    >>> cfg = load_config("configs/quickstart.yaml", ["data.image_size=64"])  # doctest: +SKIP
-    >>> model = build_model(cfg)  # doctest: +SKIP
-    >>> sorted(model.output_names)  # doctest: +SKIP
-    ['alnm', 'malignancy']
+See :func:`build_model`.
 """
 
 from __future__ import annotations
@@ -31,7 +25,9 @@ NORMALIZATION_LAYER = "input_normalization"
 
 
 def build_model(cfg) -> keras.Model:
-    """Build the functional model of an :class:`~usmtl.config.ExperimentConfig`.
+    """Build the functional model of an :class:`~usmtl.config.ExperimentConfig`: one shared
+    backbone, one named sigmoid head per task, and the hierarchical hinge of Li, Guo et al.
+    (Front. Physiol. 2022) on every parent -> child edge when ``model.hinge`` is on.
 
     Inputs are RGB images in [0, 255] of ``data.image_size`` pixels; outputs are a dict
     ``{task name: probability of shape (batch, 1)}``. The input is float32, but feed uint8
@@ -40,6 +36,26 @@ def build_model(cfg) -> keras.Model:
     ``data.augment.enabled`` the first layer is :class:`~usmtl.model.augment.RoiAugment`,
     active in training only. Heads and hinge are float32 whatever the global precision
     policy, so the loss sum never mixes dtypes.
+
+    Args:
+        cfg: the config; its tasks name the heads, ``model`` the backbone (a name of
+            :func:`usmtl.model.registry.backbone_names`), weights and hinge.
+
+    Returns:
+        An uncompiled ``keras.Model`` (compile it with
+        :func:`usmtl.training.compile.compile_for_training`).
+
+    Raises:
+        ConfigError: an unknown backbone, weights it cannot load, or a bad task graph.
+
+    Example:
+        >>> from usmtl.config import load_config
+        >>> from usmtl.model.multitask import build_model
+        >>> cfg = load_config("paper", ["model.backbone=resnet_small", "model.weights=none",
+        ...                             "data.image_size=64"])
+        >>> model = build_model(cfg)
+        >>> sorted(model.output), model.get_layer("hierarchical_hinge").edges
+        (['alnm', 'malignancy'], [('malignancy', 'alnm')])
     """
     graph = TaskGraph.from_config(cfg.tasks)
     backbone = get_backbone(cfg.model.backbone)
