@@ -14,7 +14,8 @@ way to know which is to measure both on the machine at hand.
   (the loop of :mod:`usmtl.training.loop`) or JAX (Keras' JAX trainer). The JAX path
   imports no TensorFlow, so it runs on machines that only have JAX.
 - :func:`bench_predict`: batched throughput and single-image latency of a run's Keras
-  model, and of a SavedModel or TFLite export when given.
+  model, and of a SavedModel, a TFLite file or a model of any format registered in
+  :mod:`usmtl.formats` (opened by its loader, timed as the format says).
 
 Warm-up (tracing, compilation, cache filling where it is not what is measured) is never
 timed. Every result carries ``memory``: the peak resident set of this process (host) and
@@ -480,111 +481,44 @@ def _time_jax_on_device(model, x, y, w, warmup, steps):
 # ---------------------------------------------------------------------------------------
 
 
-def load_savedmodel(path: str):
-    """``call(uint8 batch) -> {name: array}`` for a SavedModel folder's serving signature,
-    whatever its input is named."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    signatures = getattr(loaded, "signatures", {})
-    if "serving_default" not in signatures:
-        raise UsmtlError(f"{path}: no 'serving_default' signature. Received: {list(signatures)}")
-    fn = signatures["serving_default"]
-    spec = fn.structured_input_signature[1]
-    if len(spec) != 1:
-        raise UsmtlError(f"{path}: expected one image input. Received: {list(spec)}")
-    (name, tensor_spec), = spec.items()
-
-    def call(images):
-        images = tf.constant(images, dtype=tensor_spec.dtype)
-        return {k: v.numpy() for k, v in fn(**{name: images}).items()}
-
-    call.loaded = loaded  # keep the object alive with the function
-    return call, tensor_spec
-
-
-def load_tflite(path: str, batch: int):
-    """``(call(uint8 batch) -> list of arrays, batch it takes)`` for a ``.tflite`` file;
-    the batch is resized to ``batch`` when the model allows it, else kept."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tensorflow.lite import Interpreter
-        except ImportError:
-            raise UsmtlError("TFLite benchmarks need ai-edge-litert (pip install "
-                             "'usmtl[export]') or TensorFlow") from None
-    interpreter = Interpreter(model_path=path)
-    detail = interpreter.get_input_details()[0]
-    shape = list(detail["shape"])
-    if batch != shape[0]:
-        try:
-            interpreter.resize_tensor_input(detail["index"], [batch] + shape[1:])
-            interpreter.allocate_tensors()
-            shape[0] = batch
-        except Exception:
-            interpreter = Interpreter(model_path=path)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    outputs = interpreter.get_output_details()
-
-    def call(images):
-        interpreter.set_tensor(detail["index"], images.astype(detail["dtype"]))
-        interpreter.invoke()
-        return [interpreter.get_tensor(o["index"]) for o in outputs]
-
-    return call, int(detail["shape"][0]), tuple(int(v) for v in detail["shape"][1:])
-
-
 def bench_predict(model_path: str | None = None, savedmodel: str | None = None,
                   tflite: str | None = None, batch_size: int = 32, batches: int = 10,
-                  runs: int = 50, image_size: int | None = None) -> dict:
-    """Batched images/s and single-image latency (median ms) of a run's Keras model (a run
-    directory or ``.keras`` file), a SavedModel folder and a ``.tflite`` file, each
-    optional, on random uint8 images at the model's size."""
+                  runs: int = 50, image_size: int | None = None, models=()) -> dict:
+    """Batched images/s and single-image latency (median ms) of each model given, on random
+    uint8 images at the model's size: ``model_path`` (a run directory or ``.keras`` file),
+    ``savedmodel``, ``tflite`` and ``models``, each any path :func:`usmtl.formats.open_model`
+    opens (usmtl's side files optional). Each is timed as its format's
+    :meth:`~usmtl.formats.Format.bench_plan` says (a ``.tflite``: batches through an
+    interpreter resized to ``batch_size`` when the model allows it, single images through a
+    batch-1 one)."""
     from usmtl.export.runtime import median_latency
+    from usmtl.formats import open_model
 
-    if not (model_path or savedmodel or tflite):
+    paths = [p for p in (model_path, savedmodel, tflite, *models) if p]
+    if not paths:
         raise UsmtlError("bench predict needs a MODEL, --savedmodel or --tflite")
-    rows, size = [], image_size
+    opened = [open_model(p, require_side_files=False) for p in paths]
+    plans = [o.format.bench_plan(o.found, batch_size) for o in opened]
+    known = [p.batched.image_size for p in plans if p.batched.image_size]
+    size = image_size or (known[0] if known else None)
     rng = np.random.default_rng(0)
-
-    def images(n, s):
-        return rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)
-
-    def measure(kind, call_batch, call_one, batch):
-        x = images(batch * batches, size)
-        ms, _ = median_latency(lambda: [call_batch(x[i:i + batch]) for i in range(0, len(x), batch)],
+    rows = []
+    for path, plan in zip(paths, plans):
+        side = image_size or plan.batched.image_size or size
+        if side is None:
+            raise UsmtlError(f"{path} takes any image size and nothing says which; pass "
+                             f"--image-size. Received: {path}")
+        x = rng.integers(0, 256, (plan.batch * batches, side, side, 3), dtype=np.uint8)
+        batch, run = plan.batch, plan.batched.run
+        ms, _ = median_latency(lambda: [run(x[i:i + batch]) for i in range(0, len(x), batch)],
                                max(1, runs // 10), warmup=2)
-        seconds = ms / 1000
-        latency = None if call_one is None else median_latency(lambda: call_one(x[:1]), runs,
-                                                               warmup=2)[0]
-        rows.append({"model": kind, "batch": batch, "images_per_s": len(x) / seconds,
+        latency = None if plan.single is None else median_latency(
+            lambda: plan.single.run(x[:1]), runs, warmup=2)[0]
+        rows.append({"model": plan.label, "batch": batch, "images_per_s": len(x) / (ms / 1000),
                      "single_image_ms": latency})
-
-    if model_path:
-        from usmtl.predict import load_run
-
-        model, cfg = load_run(model_path)
-        size = size or cfg.data.image_size
-        measure("keras (predict_on_batch)", model.predict_on_batch, model.predict_on_batch,
-                batch_size)
-    if savedmodel:
-        call, spec = load_savedmodel(savedmodel)
-        size = size or (spec.shape[1] if spec.shape.rank == 4 and spec.shape[1] else None)
-        if size is None:
-            raise UsmtlError("The SavedModel takes any image size; pass --image-size")
-        measure("savedmodel (serving_default)", call, call, batch_size)
-    if tflite:
-        call, batch, shape = load_tflite(tflite, batch_size)
-        size = size or shape[0]
-        # One image through an interpreter of batch 1, as on a phone (None if the file
-        # has a fixed larger batch).
-        one, one_batch, _ = load_tflite(tflite, 1)
-        measure("tflite (LiteRT)", call, one if one_batch == 1 else None, batch)
     return {"benchmark": "predict", "model": model_path, "savedmodel": savedmodel,
-            "tflite": tflite, "image_size": size, "rows": rows,
-            "memory": peak_memory(), "machine": machine()}
+            "tflite": tflite, "models": paths, "formats": [o.format.name for o in opened],
+            "image_size": size, "rows": rows, "memory": peak_memory(), "machine": machine()}
 
 
 # ---------------------------------------------------------------------------------------

@@ -502,10 +502,34 @@ def radiomics_predict(fit_dir, features, out):
 # ---------------------------------------------------------------------------------------
 
 
+class _ExportFormat(click.Choice):
+    """``--format``: the export formats registered in :mod:`usmtl.formats`, read when the
+    command runs (a format registered after this module was imported is a choice too)."""
+
+    def __init__(self):
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self):
+        from usmtl.formats import export_formats
+
+        return tuple(f.name for f in export_formats())
+
+    @choices.setter
+    def choices(self, value):
+        pass  # always the registry's
+
+    def get_invalid_choice_message(self, value, ctx):
+        from usmtl.formats import unknown_export_format
+
+        return unknown_export_format(value)
+
+
 @main.command("export")
 @click.argument("run", type=click.Path(exists=True))
-@click.option("--format", "fmt", required=True, metavar="FORMAT",
-              help="savedmodel (TF Serving: OUT/<name>/<version>/) or tflite (OUT/model.tflite).")
+@click.option("--format", "fmt", required=True, type=_ExportFormat(),
+              help="A registered export format: savedmodel (TF Serving: OUT/<name>/<version>/), "
+                   "tflite (OUT/model.tflite)... (usmtl.formats).")
 @click.option("--out", required=True, type=click.Path(),
               help="Model base folder (savedmodel) or a new, empty folder (tflite).")
 @click.option("--quantize", default="none", show_default=True, metavar="MODE",
@@ -732,7 +756,7 @@ def bench_train_command(backend, config_path, overrides, image_size, batch_size,
 
 
 @bench_group.command("predict")
-@click.argument("model", required=False, type=click.Path(exists=True))
+@click.argument("models", nargs=-1, type=click.Path(exists=True))
 @click.option("--savedmodel", type=click.Path(exists=True, file_okay=False),
               help="A SavedModel folder (serving_default signature, uint8 input).")
 @click.option("--tflite", type=click.Path(exists=True, dir_okay=False), help="A .tflite file.")
@@ -740,17 +764,18 @@ def bench_train_command(backend, config_path, overrides, image_size, batch_size,
 @click.option("--batches", default=10, show_default=True, help="Batches per timed pass.")
 @click.option("--runs", default=50, show_default=True, help="Timed single-image calls.")
 @click.option("--image-size", type=int, help="Needed only for a SavedModel of any input size "
-              "without a MODEL.")
+              "without usmtl's side files or a Keras MODEL.")
 @_bench_out_option
 @_friendly_errors
-def bench_predict_command(model, savedmodel, tflite, batch_size, batches, runs, image_size, out):
-    """Batched images/s and single-image latency of a run's Keras MODEL (run directory or
-    .keras file), a SavedModel and a TFLite file."""
+def bench_predict_command(models, savedmodel, tflite, batch_size, batches, runs, image_size, out):
+    """Batched images/s and single-image latency of each MODEL: a run's Keras model (run
+    directory or .keras file) or any model usmtl opens (a SavedModel, a .tflite file, an export
+    of any registered format; usmtl's side files optional), each timed as its format says."""
     _quiet_tensorflow()
     from usmtl.bench import bench_predict
 
-    _bench_report(bench_predict(model, savedmodel, tflite, batch_size, batches, runs,
-                                image_size), out)
+    _bench_report(bench_predict(models[0] if models else None, savedmodel, tflite, batch_size,
+                                batches, runs, image_size, models=models[1:]), out)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Predictions from a run directory (its best checkpoint), a saved ``.keras`` model, or an
-exported model (``usmtl export``: a SavedModel folder or a ``.tflite`` file).
+exported model (``usmtl export``: a SavedModel folder or a ``.tflite`` file): any model the
+one door opens (:func:`usmtl.formats.open_model`, re-exported here as :func:`open_model`).
 
 The RoI settings (size, margin, squaring) come from the run's ``config.yaml``, found beside
 the model or in a parent folder (an export carries a copy in its side files), so a
@@ -16,46 +17,24 @@ Example:
 
 from __future__ import annotations
 
-import os
-
-import numpy as np
 import pandas as pd
 
-from usmtl.config import ExperimentConfig, load_config
+from usmtl.config import ExperimentConfig
 from usmtl.errors import UsmtlError
+from usmtl.formats import open_model  # the one door, re-exported: .model, .cfg, .run_dir
 
 
 def find_run_files(model_path: str) -> tuple[str, str]:
     """``(model file, config file)`` for a run directory or a ``.keras`` file in one."""
-    from usmtl.run import BEST_MODEL, CONFIG_FILE, Run
+    from usmtl.formats.keras_run import run_files
 
-    if os.path.isdir(model_path):
-        model_file = Run(model_path).model_path("best")
-        if not os.path.isfile(model_file):
-            raise UsmtlError(f"{model_path}: no {BEST_MODEL}; is it a finished run directory? "
-                             f"(An exported model holds saved_model.pb or model.tflite.) "
-                             f"Received: {model_path}")
-    elif model_path.endswith(".keras"):
-        model_file = model_path
-    else:
-        raise UsmtlError(f"MODEL must be a run directory, a .keras file, a SavedModel export folder "
-                         f"or a .tflite file. Received: {model_path}")
-    folder = os.path.dirname(os.path.abspath(model_file))
-    for _ in range(3):
-        candidate = os.path.join(folder, CONFIG_FILE)
-        if os.path.isfile(candidate):
-            return model_file, candidate
-        folder = os.path.dirname(folder)
-    raise UsmtlError(f"No {CONFIG_FILE} found beside {model_file} or in its parent folders; "
-                     f"it holds the RoI settings the model was trained with")
+    return run_files(model_path)
 
 
 def load_run(model_path: str):
     """``(keras model, ExperimentConfig)`` of a run directory or ``.keras`` file."""
-    from usmtl.run import load_keras_model
-
-    model_file, config_file = find_run_files(model_path)
-    return load_keras_model(model_file), load_config(config_file)
+    opened = open_model(model_path)
+    return opened.keras_model(), opened.cfg
 
 
 def parse_box(text: str):
@@ -74,34 +53,14 @@ def parse_box(text: str):
     return box
 
 
-def open_model(model_path: str):
-    """``(model, cfg, run folder or None)``: a Keras model of a run or ``.keras`` file, or an
-    :class:`usmtl.export.runtime.ExportedModel`; the run folder is where ``split.csv`` may be."""
-    from usmtl.export.runtime import open_export
-
-    exported = open_export(model_path)
-    if exported is not None:
-        return exported, exported.cfg, exported.meta.get("source", {}).get("run_dir")
-    model, cfg = load_run(model_path)
-    return model, cfg, os.path.dirname(find_run_files(model_path)[1])
-
-
 def predict_arrays(model, cfg: ExperimentConfig, paths, boxes, batch_size: int = 32) -> dict:
-    """``{task: probabilities}`` for image files and their boxes; ``model`` is a Keras model
-    or an exported one (:func:`open_model`)."""
-    from usmtl.export.runtime import ExportedModel
+    """``{task: probabilities}`` for image files and their boxes; ``model`` is the runtime of
+    an opened model (:func:`open_model`), or a Keras model."""
+    if not hasattr(model, "predict_files"):  # a bare keras.Model
+        from usmtl.formats.keras_run import KerasModel
 
-    if isinstance(model, ExportedModel):
-        from usmtl.data.pipeline import roi_images
-
-        crops = roi_images(list(paths), list(boxes), cfg.data).batch(batch_size)
-        return model.predict(crops.as_numpy_iterator())
-
-    from usmtl.data.pipeline import make_dataset
-
-    dataset = make_dataset(paths, boxes, None, cfg.data, batch_size, training=False)
-    probs = model.predict(dataset, verbose=0)
-    return {name: np.ravel(p).astype(float) for name, p in probs.items()}
+        model = KerasModel(model, cfg, "")
+    return model.predict_files(paths, boxes, cfg.data, batch_size)
 
 
 def predict(model_path: str, input_path: str, box: str | None = None, split: str | None = None,
@@ -115,7 +74,8 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     from usmtl.run import Run
     from usmtl.tasks import TaskGraph, label_table
 
-    model, cfg, run_dir = open_model(model_path)
+    opened = open_model(model_path)
+    model, cfg, run_dir = opened.model, opened.cfg, opened.run_dir
     graph = TaskGraph.from_config(cfg.tasks)
     if box is not None or not input_path.lower().endswith(".csv"):
         if box is None:

@@ -1,4 +1,6 @@
-"""Deployment exports with parity checks: a TF Serving SavedModel and TFLite (LiteRT) files.
+"""Deployment exports with parity checks: a TF Serving SavedModel and TFLite (LiteRT) files,
+and any other export format registered in :mod:`usmtl.formats` (each format is one module
+there: its layout, writer, loader, tolerances).
 
 - SavedModel (``OUT/<name>/<version>/``): one ``serving_default`` signature taking a batch of
   uint8 RoI crops ``image: (batch, h, w, 3)`` of any size (resized in the graph as training
@@ -22,10 +24,25 @@ Example:
 Importing this package does not import TensorFlow.
 """
 
-from usmtl.export.core import FORMATS, QUANTIZATIONS, ExportResult, export
-from usmtl.export.parity import TOLERANCES
+from usmtl.export.core import ExportResult, export
 
 __all__ = ["export", "ExportResult", "FORMATS", "QUANTIZATIONS", "TOLERANCES", "open_export"]
+
+
+def __getattr__(name):
+    """``FORMATS`` (export format names), ``QUANTIZATIONS`` and ``TOLERANCES`` (defaults,
+    :func:`usmtl.export.parity.tolerances`), read from the registry when asked."""
+    from usmtl import formats
+
+    if name == "FORMATS":
+        return tuple(f.name for f in formats.export_formats())
+    if name == "QUANTIZATIONS":
+        return formats.quantizations()
+    if name == "TOLERANCES":
+        from usmtl.export.parity import tolerances
+
+        return tolerances()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_export(path: str, threads: int | None = None):

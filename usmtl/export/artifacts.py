@@ -85,33 +85,16 @@ def tflite_target(out: str) -> str:
 
 
 def find_export(path: str) -> tuple[str, str, str] | None:
-    """``(kind, artifact, sidecar folder)`` when ``path`` is a usmtl export, else None.
+    """``(format name, artifact, sidecar folder)`` when ``path`` is a usmtl export (see
+    :func:`usmtl.formats.recognise`), else None. An export without ``usmtl_export.json`` is an
+    error, not "not an export"."""
+    from usmtl.formats import recognise
 
-    Accepted: a ``.tflite`` file; a TFLite export folder; a SavedModel version folder; a
-    model base path holding integer versions (the highest is used, as TF Serving does).
-    A SavedModel or ``.tflite`` without ``usmtl_export.json`` is an error, not "not an export".
-    """
-    kind = artifact = sidecar = None
-    if os.path.isfile(path) and path.lower().endswith(".tflite"):
-        kind, artifact, sidecar = "tflite", path, os.path.dirname(os.path.abspath(path))
-    elif os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
-            kind, artifact, sidecar = "savedmodel", path, os.path.join(path, SIDECAR_DIR)
-        elif os.path.isfile(os.path.join(path, TFLITE_FILE)):
-            kind, artifact, sidecar = "tflite", os.path.join(path, TFLITE_FILE), path
-        else:
-            versions = [v for v in numeric_versions(path)
-                        if os.path.isfile(os.path.join(path, str(v), SAVED_MODEL_FILE))]
-            if versions:
-                version_dir = os.path.join(path, str(versions[-1]))
-                kind, artifact, sidecar = "savedmodel", version_dir, os.path.join(version_dir, SIDECAR_DIR)
-    if kind is None:
+    found = recognise(path)
+    if found is None or found.format.keras:
         return None
-    if not os.path.isfile(os.path.join(sidecar, EXPORT_FILE)):
-        raise UsmtlError(f"{artifact} is a {kind} model but not a usmtl export: "
-                         f"{os.path.join(sidecar, EXPORT_FILE)} is missing (it names the tasks and "
-                         f"the RoI settings). Export it with 'usmtl export'. Received: {path}")
-    return kind, artifact, sidecar
+    found.format.describe(found)  # raises without the side files
+    return found.format.name, found.artifact, found.sidecar
 
 
 def read_metadata(sidecar: str) -> dict:
@@ -135,13 +118,8 @@ def write_json(path: str, data) -> None:
 
 
 def artifact_bytes(kind: str, artifact: str) -> int:
-    """Size of what a deployment ships: the .tflite file, or the SavedModel without
-    ``assets.extra`` (usmtl's own side files)."""
-    if kind == "tflite":
-        return os.path.getsize(artifact)
-    total = 0
-    for root, dirs, files in os.walk(artifact):
-        if os.path.relpath(root, artifact).split(os.sep)[0] == SIDECAR_DIR:
-            continue
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total
+    """Size of what a deployment ships (:meth:`usmtl.formats.Format.artifact_bytes` of the
+    format ``kind``): the .tflite file, or the SavedModel without ``assets.extra``."""
+    from usmtl.formats import get
+
+    return get(kind).artifact_bytes(artifact)

@@ -1,9 +1,17 @@
-"""``export``: a run (or a ``.keras`` file in one) to a TF Serving SavedModel or a TFLite file,
-checked against the Keras model before it is published. See :mod:`usmtl.export`."""
+"""``export``: a run (or a ``.keras`` file in one) to any export format registered in
+:mod:`usmtl.formats` (a TF Serving SavedModel, a TFLite file...), checked against the Keras
+model before it is published. See :mod:`usmtl.export`.
+
+:func:`export` is a short driver over the format's object, in named phases: check the
+arguments (:func:`check_arguments`), open the run (:func:`open_run`), choose the images
+(:func:`choose_images`), write (:func:`write_export`), load back and compare
+(:func:`check_parity`), publish (:func:`publish`). No phase knows a format by name.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -13,10 +21,6 @@ import numpy as np
 
 from usmtl.errors import UsmtlError
 from usmtl.export import artifacts
-from usmtl.export.parity import TOLERANCES
-
-FORMATS = ("savedmodel", "tflite")
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 
 
 @dataclasses.dataclass
@@ -34,22 +38,62 @@ class _Images:
     source: str
 
 
+@dataclasses.dataclass
+class Source:
+    """The Keras model an export is made from (opened through :func:`usmtl.formats.open_model`;
+    the model is loaded on first use)."""
+
+    run: str
+    opened: object          # usmtl.formats.OpenedModel of the keras format
+
+    cfg = property(lambda self: self.opened.cfg)
+    run_dir = property(lambda self: self.opened.run_dir)
+    model_file = property(lambda self: self.opened.found.artifact)
+    runtime = property(lambda self: self.opened.model)      # usmtl.formats.keras_run.KerasModel
+    model = property(lambda self: self.opened.model.keras)  # the keras.Model
+
+    @functools.cached_property
+    def graph(self):
+        from usmtl.tasks import TaskGraph
+
+        return TaskGraph.from_config(self.cfg.tasks)
+
+    @functools.cached_property
+    def _float32(self):
+        from usmtl.export.graph import float32_model, heads_model
+
+        model32, mixed = float32_model(self.model, self.cfg)
+        return heads_model(model32, self.graph.names), mixed
+
+    infer = property(lambda self: self._float32[0], doc="the float32 heads model exported")
+    mixed = property(lambda self: self._float32[1], doc="the run is mixed precision")
+
+
+@dataclasses.dataclass
+class Staged:
+    """An export written into the staging folder: ``folder`` becomes the published one."""
+
+    folder: str
+    artifact: str
+    sidecar: str
+
+
 def check_arguments(fmt: str, quantize: str, manifest: str | None, images: int,
-                    calibration_images: int, tolerance: float | None) -> None:
-    """Every argument problem, before anything is loaded or written."""
-    if fmt not in FORMATS:
-        raise UsmtlError(f"Unknown export format; valid formats: {', '.join(FORMATS)}. "
-                         f"Received: {fmt!r}")
-    if quantize not in QUANTIZATIONS:
-        raise UsmtlError(f"Unknown quantization; valid: {', '.join(QUANTIZATIONS)}. "
-                         f"Received: {quantize!r}")
-    if fmt == "savedmodel" and quantize != "none":
-        raise UsmtlError(f"--quantize applies to --format tflite only; a SavedModel is float32. "
-                         f"Received: --format savedmodel --quantize {quantize}")
-    if quantize == "int8" and not manifest:
-        raise UsmtlError("--quantize int8 needs --manifest: RoI crops of its training rows are the "
-                         "representative dataset that calibrates the int8 ranges. "
-                         "Received: no --manifest")
+                    calibration_images: int, tolerance: float | None):
+    """Phase 0: every argument problem, before anything is loaded or written. Returns the
+    export format (:class:`usmtl.formats.Format`) named ``fmt``."""
+    from usmtl import formats
+
+    form = formats.export_format(fmt)
+    valid = formats.quantizations()
+    if quantize not in valid:
+        raise UsmtlError(f"Unknown quantization; valid: {', '.join(valid)}. Received: {quantize!r}")
+    if quantize not in form.quantizations:
+        takers = " or ".join(f.name for f in formats.export_formats() if quantize in f.quantizations)
+        note = f"; {form.quantize_note}" if form.quantize_note else ""
+        raise UsmtlError(f"--quantize {quantize} applies to --format {takers} only{note}. "
+                         f"Received: --format {fmt} --quantize {quantize}")
+    form.check(quantize, manifest)
     if manifest and not os.path.isfile(manifest):
         raise UsmtlError(f"--manifest file not found. Received: {manifest}")
     if images < 1 or calibration_images < 1:
@@ -57,6 +101,10 @@ def check_arguments(fmt: str, quantize: str, manifest: str | None, images: int,
                          f"Received: {images} and {calibration_images}")
     if tolerance is not None and not tolerance > 0:
         raise UsmtlError(f"--tolerance must be > 0. Received: {tolerance}")
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        raise UsmtlError(f"Exports need the TensorFlow Keras backend. "
+                         f"Received: KERAS_BACKEND={os.environ['KERAS_BACKEND']}")
+    return form
 
 
 def _sample(indices: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -101,26 +149,40 @@ def _manifest_images(manifest_path: str, split_file: str, cfg, count: int, calib
     return _Images(crops, labels, source), np.stack([cache[i] for i in calib_rows])
 
 
-def _metadata(fmt, quantize, name, version, cfg, graph, run, model_file, mixed, tolerance) -> dict:
+def open_run(run: str) -> Source:
+    """Phase 1: the run (or ``.keras`` file) through the one door; an export is refused."""
+    from usmtl.formats import open_model
+
+    return Source(run, open_model(run).require_keras("an export is made from a Keras model"))
+
+
+def choose_images(source: Source, manifest: str | None, count: int, calibration: int,
+                  seed: int) -> tuple[_Images, np.ndarray | None]:
+    """Phase 2: parity crops (and calibration crops) from the manifest, else random images."""
+    from usmtl.run import Run
+
+    if manifest:
+        return _manifest_images(manifest, Run(source.run_dir).split_path, source.cfg, count,
+                                calibration, seed, source.graph)
+    size = source.cfg.data.image_size
+    rng = np.random.default_rng(seed)
+    return _Images(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8), None,
+                   "random uint8 images; pass --manifest for real crops and AUCs"), None
+
+
+def _metadata(form, quantize, name, version, source: Source, tolerance) -> dict:
+    """``usmtl_export.json``."""
     import keras
     import tensorflow as tf
 
     import usmtl
-    from usmtl.export.graph import MAX_SIDE
     from usmtl.run import run_dir_of_model
 
-    size = cfg.data.image_size
-    if fmt == "savedmodel":
-        shape, resize = [None, None, None, 3], (
-            f"in the graph: crops of any size (1..{MAX_SIDE} px a side; one size per request) "
-            f"are resized to {size}x{size} like usmtl.data.roi.crop_roi (area when shrinking, "
-            f"bilinear when enlarging, rounded to whole grey levels); send {size}x{size} crops "
-            f"for exact parity with usmtl")
-    else:
-        shape, resize = [1, size, size, 3], f"none: send {size}x{size} crops"
+    cfg, graph, size = source.cfg, source.graph, source.cfg.data.image_size
+    shape, resize = form.input_description(size)
     return {
         "usmtl_export": artifacts.SCHEMA_VERSION,
-        "format": fmt, "quantize": quantize, "name": name, "version": version,
+        "format": form.name, "quantize": quantize, "name": name, "version": version,
         "tasks": graph.names, "edges": [list(e) for e in graph.edges],
         "signature": "serving_default",
         "input": {"name": "image", "dtype": "uint8", "shape": shape, "image_size": size,
@@ -128,14 +190,93 @@ def _metadata(fmt, quantize, name, version, cfg, graph, run, model_file, mixed, 
                   "resize": resize},
         "outputs": {t: "float32 probability, shape (batch,)" for t in graph.names},
         "roi": {"margin": cfg.data.roi_margin, "square": cfg.data.square_roi},
-        "source": {"run": os.path.abspath(run), "run_dir": run_dir_of_model(model_file),
-                   "model_file": os.path.abspath(model_file), "backbone": cfg.model.backbone,
-                   "mixed_precision": mixed, "config_name": cfg.name},
+        "source": {"run": os.path.abspath(source.run), "run_dir": run_dir_of_model(source.model_file),
+                   "model_file": os.path.abspath(source.model_file), "backbone": cfg.model.backbone,
+                   "mixed_precision": source.mixed, "config_name": cfg.name},
         "tolerance": tolerance,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "versions": {"usmtl": usmtl.__version__, "tensorflow": tf.__version__,
                      "keras": keras.__version__},
     }
+
+
+def _staging_folder(target: str) -> str:
+    """A hidden folder next to the target: TF Serving watches the model base path and must
+    never see a half-written version, so an export is written there and then renamed."""
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=".usmtl-export-", dir=parent)
+
+
+def write_export(form, job, staging: str, cfg) -> Staged:
+    """Phase 3: the format writes the model into ``staging``; then its side files
+    (``usmtl_export.json``, ``config.yaml``)."""
+    from usmtl.config import save_config
+
+    folder = os.path.join(staging, "model")
+    artifact, sidecar = form.write(job, folder)
+    os.makedirs(sidecar, exist_ok=True)
+    artifacts.write_json(os.path.join(sidecar, artifacts.EXPORT_FILE), job.meta)
+    save_config(cfg, os.path.join(sidecar, artifacts.CONFIG_FILE))
+    return Staged(folder, artifact, sidecar)
+
+
+def check_parity(form, staged: Staged, source: Source, images: _Images, quantize: str,
+                 tolerance: float, latency_runs: int, threads: int | None) -> dict:
+    """Phase 4: load the export back through the one door and compare it with the Keras
+    model on the same crops; latency of one image of both. Returns ``parity.json``."""
+    from usmtl.export.parity import compare_outputs, keras_probabilities
+    from usmtl.formats import open_model
+
+    opened = open_model(staged.folder, threads=threads)  # the folder that will be published
+    if opened.format is not form:
+        raise UsmtlError(f"{staged.folder} was written as {form.name} but opens as "
+                         f"{opened.format.name}. Received: {form!r}")
+    exported, crops, names = opened.model, images.crops, source.graph.names
+    reference = keras_probabilities(source.infer, crops, names)
+    got = exported.predict(crops, batch_size=exported.batch_limit() or 32)
+    outputs = compare_outputs(reference, got, tolerance, images.labels)
+    export_ms, runs = exported.latency_ms(crops[:1], runs=latency_runs)
+    keras_ms, _ = source.runtime.latency_ms(crops[:1], runs=latency_runs)
+    report = {
+        "artifact": "", "format": form.name, "quantize": quantize, "tolerance": tolerance,
+        "passed": all(r["passed"] for r in outputs.values()),
+        "bytes": form.artifact_bytes(exported.artifact),
+        "images": {"count": int(len(crops)), "source": images.source},
+        "outputs": outputs,
+        "reference": {"model_file": os.path.abspath(source.model_file),
+                      "bytes": os.path.getsize(source.model_file), "mixed_precision": source.mixed},
+        "latency": {"export_ms": export_ms, "keras_ms": keras_ms, "runs": runs,
+                    "runtime": exported.runtime_label, "cpu_count": os.cpu_count(),
+                    "note": "wall time on a shared CPU; other jobs may have been running"},
+    }
+    if source.mixed:
+        original = keras_probabilities(source.model, crops, names)
+        report["reference"]["source_max_abs_diff"] = float(max(
+            np.max(np.abs(original[t] - got[t])) for t in names))
+    return report
+
+
+def _moved(path: str, folder: str, final: str) -> str:
+    """Where ``path`` (inside ``folder``) is once ``folder`` is renamed ``final``."""
+    relative = os.path.relpath(path, folder)
+    return final if relative == "." else os.path.join(final, relative)
+
+
+def publish(form, staged: Staged, target: str, report: dict, out: str) -> ExportResult:
+    """Phase 5: write ``parity.json`` and rename the staging folder to where the format
+    publishes it (which may depend on parity); never replaces anything."""
+    final = form.published(target, report["passed"])
+    if os.path.isdir(final) and not os.listdir(final):
+        os.rmdir(final)
+    if os.path.exists(final):
+        raise UsmtlError(f"{final} appeared while exporting; nothing was replaced. "
+                         f"Received: {out}")
+    report["artifact"] = os.path.abspath(_moved(staged.artifact, staged.folder, final))
+    artifacts.write_json(os.path.join(staged.sidecar, artifacts.PARITY_FILE), report)
+    os.replace(staged.folder, final)
+    return ExportResult(_moved(staged.artifact, staged.folder, final),
+                        _moved(staged.sidecar, staged.folder, final), report, report["passed"])
 
 
 def export(run: str, fmt: str, out: str, quantize: str = "none", manifest: str | None = None,
@@ -147,146 +288,43 @@ def export(run: str, fmt: str, out: str, quantize: str = "none", manifest: str |
 
     Args:
         run: a run directory (its ``checkpoints/best.keras``) or a ``.keras`` file in one.
-        fmt: ``savedmodel`` (TF Serving layout ``out/<name>/<version>/``) or ``tflite``
-            (``out/model.tflite``).
-        quantize: TFLite only: ``none``, ``float16``, ``dynamic`` or ``int8``.
+        fmt: a registered export format (:mod:`usmtl.formats`): ``savedmodel`` (TF Serving
+            layout ``out/<name>/<version>/``) or ``tflite`` (``out/model.tflite``)...
+        quantize: one of the format's quantizations (TFLite: ``none``, ``float16``,
+            ``dynamic`` or ``int8``; a SavedModel is ``none``).
         manifest: images for the parity check (the run's test rows; else all rows) and, for
             int8, the representative dataset (the run's training rows); labelled rows add the
             AUC change. Without it, parity uses random uint8 images.
         images: parity images (sampled with ``seed`` when there are more).
         calibration_images: int8 representative images.
-        tolerance: max |probability difference| allowed (default: :data:`TOLERANCES`).
+        tolerance: max |probability difference| allowed (default: the format's
+            :attr:`~usmtl.formats.Format.tolerances`).
         threads: LiteRT threads (default: every core).
 
     A SavedModel that fails parity is moved to ``<version>-parity-failed`` (TF Serving only
     loads integer folders); a failed TFLite export stays, with ``passed: false``. Either way
     ``ExportResult.passed`` is False and ``usmtl export`` exits with status 1.
     """
-    check_arguments(fmt, quantize, manifest, images, calibration_images, tolerance)
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        raise UsmtlError(f"Exports need the TensorFlow Keras backend. "
-                         f"Received: KERAS_BACKEND={os.environ['KERAS_BACKEND']}")
-    from usmtl.config import save_config
-    from usmtl.predict import find_run_files
-    from usmtl.run import Run
-    from usmtl.tasks import TaskGraph
+    from usmtl.export.parity import format_report
+    from usmtl.formats import WriteJob
 
-    model_file, config_file = find_run_files(run)
-    from usmtl.config import load_config
-
-    cfg = load_config(config_file)
-    name = artifacts.export_name(cfg.name, name)
-    if fmt == "savedmodel":
-        target, version = artifacts.savedmodel_target(out, name, version)
-    else:
-        target, version = artifacts.tflite_target(out), None
-    tolerance = TOLERANCES[quantize if fmt == "tflite" else fmt] if tolerance is None else tolerance
-
-    from usmtl.export.graph import float32_model, heads_model, write_savedmodel
-    from usmtl.export.parity import compare_outputs, format_report, keras_probabilities
-    from usmtl.export.runtime import median_latency, open_export
-    from usmtl.predict import load_run
-
-    model, cfg = load_run(run)
-    graph = TaskGraph.from_config(cfg.tasks)
-    size = cfg.data.image_size
-    model32, mixed = float32_model(model, cfg)
-    infer = heads_model(model32, graph.names)
-
-    calibration = None
-    if manifest:
-        split_file = Run(os.path.dirname(config_file)).split_path
-        parity_images, calibration = _manifest_images(manifest, split_file, cfg, images,
-                                                      calibration_images, seed, graph)
-    else:
-        rng = np.random.default_rng(seed)
-        parity_images = _Images(rng.integers(0, 256, (images, size, size, 3), dtype=np.uint8),
-                                None, "random uint8 images; pass --manifest for real crops and AUCs")
-
-    # Write into a hidden staging folder next to the target, then rename: TF Serving watches
-    # the model base path and must never see a half-written version.
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".usmtl-export-", dir=parent)
+    form = check_arguments(fmt, quantize, manifest, images, calibration_images, tolerance)
+    source = open_run(run)
+    name = artifacts.export_name(source.cfg.name, name)
+    target, version = form.target(out, name, version)
+    tolerance = form.tolerances[quantize] if tolerance is None else tolerance
+    parity_images, calibration = choose_images(source, manifest, images, calibration_images, seed)
+    staging = _staging_folder(target)
     try:
-        meta = _metadata(fmt, quantize, name, version, cfg, graph, run, model_file, mixed, tolerance)
-        if fmt == "savedmodel":
-            artifact = os.path.join(staging, "model")
-            log(f"Writing the SavedModel ({'float32 copy of a mixed-precision model' if mixed else 'float32'})")
-            write_savedmodel(infer, graph.names, size, artifact)
-            sidecar = os.path.join(artifact, artifacts.SIDECAR_DIR)
-        else:
-            from usmtl.export.tflite import convert
-
-            artifact = os.path.join(staging, "model")
-            os.makedirs(artifact)
-            log(f"Converting to TFLite (quantize {quantize})")
-            blob = convert(infer, graph.names, size, quantize, calibration)
-            with open(os.path.join(artifact, artifacts.TFLITE_FILE), "wb") as f:
-                f.write(blob)
-            sidecar = artifact
-            if quantize == "int8":
-                meta["calibration_images"] = int(len(calibration))
-        os.makedirs(sidecar, exist_ok=True)
-        artifacts.write_json(os.path.join(sidecar, artifacts.EXPORT_FILE), meta)
-        save_config(cfg, os.path.join(sidecar, artifacts.CONFIG_FILE))
-
+        meta = _metadata(form, quantize, name, version, source, tolerance)
+        job = WriteJob(source.infer, source.graph.names, source.cfg.data.image_size, quantize,
+                       calibration, source.mixed, meta, log)
+        staged = write_export(form, job, staging, source.cfg)
         log(f"Checking parity on {len(parity_images.crops)} images")
-        exported = open_export(artifact, threads)
-        crops = parity_images.crops
-        reference = keras_probabilities(infer, crops, graph.names)
-        got = exported.predict(crops, batch_size=exported.batch_limit() or 32)
-        outputs = compare_outputs(reference, got, tolerance, parity_images.labels)
-        one = crops[:1]
-        export_ms, runs = exported.latency_ms(one, runs=latency_runs)
-        keras_ms, _ = median_latency(lambda: model.predict_on_batch(one.astype(_dtype(model))),
-                                     runs=latency_runs)
-        kind, path_in_export = exported.kind, exported.artifact
-        del exported
-        report = {
-            "artifact": "", "format": fmt, "quantize": quantize, "tolerance": tolerance,
-            "passed": all(r["passed"] for r in outputs.values()),
-            "bytes": artifacts.artifact_bytes(kind, path_in_export),
-            "images": {"count": int(len(crops)), "source": parity_images.source},
-            "outputs": outputs,
-            "reference": {"model_file": os.path.abspath(model_file),
-                          "bytes": os.path.getsize(model_file), "mixed_precision": mixed},
-            "latency": {"export_ms": export_ms, "keras_ms": keras_ms, "runs": runs,
-                        "runtime": (f"LiteRT, {threads or os.cpu_count()} thread(s)"
-                                    if fmt == "tflite" else "SavedModel serving_default signature"),
-                        "cpu_count": os.cpu_count(),
-                        "note": "wall time on a shared CPU; other jobs may have been running"},
-        }
-        if mixed:
-            source = keras_probabilities(model, crops, graph.names)
-            report["reference"]["source_max_abs_diff"] = float(max(
-                np.max(np.abs(source[t] - got[t])) for t in graph.names))
-
-        if fmt == "savedmodel":
-            final = target if report["passed"] else f"{target}-parity-failed"
-            if os.path.exists(final) and not os.listdir(final):
-                os.rmdir(final)
-            if os.path.exists(final):
-                raise UsmtlError(f"{final} appeared while exporting; nothing was replaced. "
-                                 f"Received: {out}")
-            report["artifact"] = os.path.abspath(final)
-            artifacts.write_json(os.path.join(sidecar, artifacts.PARITY_FILE), report)
-            os.replace(artifact, final)
-            result_path, result_sidecar = final, os.path.join(final, artifacts.SIDECAR_DIR)
-        else:
-            if os.path.isdir(target) and not os.listdir(target):
-                os.rmdir(target)
-            report["artifact"] = os.path.abspath(os.path.join(target, artifacts.TFLITE_FILE))
-            artifacts.write_json(os.path.join(sidecar, artifacts.PARITY_FILE), report)
-            os.replace(artifact, target)
-            result_path, result_sidecar = os.path.join(target, artifacts.TFLITE_FILE), target
+        report = check_parity(form, staged, source, parity_images, quantize, tolerance,
+                              latency_runs, threads)
+        result = publish(form, staged, target, report, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(format_report(report))
-    return ExportResult(result_path, result_sidecar, report, report["passed"])
-
-
-def _dtype(model) -> str:
-    from usmtl.export.graph import input_dtype
-
-    return input_dtype(model)
+    return result

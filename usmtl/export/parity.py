@@ -4,7 +4,7 @@ It compares the exported model, loaded back from disk, with the Keras model it c
 (its float32 copy for a mixed-precision run) on the same uint8 RoI crops at the model's size:
 
 - per output: the max and mean absolute difference of the probabilities, against the
-  format's tolerance (:data:`TOLERANCES`), pass or fail;
+  format's tolerance (:attr:`usmtl.formats.Format.tolerances`), pass or fail;
 - with a labelled manifest: each task's AUC from Keras and from the export, and the change;
 - the artifact's size, and the median latency of one image on this CPU (the SavedModel
   signature, or LiteRT for ``.tflite``) next to Keras' ``predict_on_batch``.
@@ -16,22 +16,28 @@ import math
 
 import numpy as np
 
-# Default max |probability difference| against the Keras float32 model, per export (override
-# with ``tolerance=``). Measured (usmtl 0.1.0, TF 2.21, LiteRT 2.3; README's export section):
-# - savedmodel: the same TensorFlow graph; 0.0 on every model tried.
-# - none: float32 with other kernels (XNNPACK): <= 1e-6 on small models, 1.4e-5 on ResNet50.
-# - float16 (weights rounded to float16): 5.5e-4 on the trained quickstart model, 2.4e-3 on
-#   MobileNetV3-Small, 2.0e-2 on an untrained ResNet50 (fails, as it should: look at it).
-# - dynamic / int8: 1.3e-2 / 1.5e-2 on the trained quickstart model; untrained large
-#   backbones go far beyond (int8 ResNet50: 0.42), and fail.
-# These are per-model facts, not guarantees: the report prints the differences and AUC changes.
-TOLERANCES = {
-    "savedmodel": 1e-5,
-    "none": 1e-4,
-    "float16": 5e-3,
-    "dynamic": 5e-2,
-    "int8": 1e-1,
-}
+
+def tolerances() -> dict:
+    """The default parity tolerances (max |probability difference| against the Keras
+    float32 model) of the registered export formats, flat as ``TOLERANCES`` always was: a
+    format with one quantization under its name (``savedmodel``), a format with several
+    under each quantization (``none``, ``float16``... of ``tflite``). Each format holds its
+    own (:attr:`usmtl.formats.Format.tolerances`, with how they were measured)."""
+    from usmtl.formats import export_formats
+
+    flat = {}
+    for fmt in export_formats():
+        if len(fmt.tolerances) == 1:
+            flat[fmt.name] = next(iter(fmt.tolerances.values()))
+        else:
+            flat.update(fmt.tolerances)
+    return flat
+
+
+def __getattr__(name):
+    if name == "TOLERANCES":  # read from the registry each time: formats may be added
+        return tolerances()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def keras_probabilities(model, images: np.ndarray, tasks: list[str], batch_size: int = 32) -> dict:

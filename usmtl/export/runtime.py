@@ -1,12 +1,14 @@
-"""Running exported models: a SavedModel through its ``serving_default`` signature, a
-``.tflite`` file through LiteRT (``ai_edge_litert``; ``tf.lite.Interpreter`` is deprecated).
+"""Running models: what every format's loader returns (:class:`Runtime`), and the
+exports' common part (:class:`ExportedModel`: the side files).
 
-Both take uint8 RoI crops and return ``{task: probabilities}`` in the export's task order,
-which is what :mod:`usmtl.predict` and the parity report need.
+Every runtime takes uint8 RoI crops and returns ``{task: probabilities}`` in the model's task
+order, which is what :mod:`usmtl.predict`, the parity report and ``usmtl bench predict`` need.
+The runtimes themselves live with their formats (:mod:`usmtl.formats`): a SavedModel through its
+``serving_default`` signature, a ``.tflite`` file through LiteRT, a Keras model.
 
 Example:
-    >>> from usmtl.export.runtime import open_export
-    >>> model = open_export("exports/quickstart/1")  # doctest: +SKIP
+    >>> from usmtl.formats import open_model
+    >>> model = open_model("exports/quickstart/1").model  # doctest: +SKIP
     >>> model.predict(crops)["malignancy"].shape  # doctest: +SKIP
     (10,)
 """
@@ -20,34 +22,29 @@ import time
 import numpy as np
 
 from usmtl.errors import UsmtlError
-from usmtl.export.artifacts import CONFIG_FILE, find_export, read_metadata
+from usmtl.export.artifacts import CONFIG_FILE, EXPORT_FILE, read_metadata
 
 
-class ExportedModel:
-    """An export and its description (``meta``: ``usmtl_export.json``; ``cfg``: the run's
-    config)."""
+class Runtime:
+    """A loaded model of any format. Subclasses implement :meth:`_run` (one batch of uint8
+    crops to ``{task: values}``) and set ``kind`` (the format's name), ``artifact``,
+    ``tasks`` and ``image_size`` (None when the model takes any size and nothing says which)."""
 
     kind = ""
-
-    def __init__(self, artifact: str, sidecar: str):
-        from usmtl.config import load_config
-
-        self.artifact = artifact
-        self.sidecar = sidecar
-        self.meta = read_metadata(sidecar)
-        config = os.path.join(sidecar, CONFIG_FILE)
-        if not os.path.isfile(config):
-            raise UsmtlError(f"{config} is missing: it holds the RoI settings the model was "
-                             f"trained with. Received: {artifact}")
-        self.cfg = load_config(config)
-        self.tasks = list(self.meta["tasks"])
-        self.edges = [tuple(edge) for edge in self.meta["edges"]]
-        self.image_size = int(self.meta["input"]["image_size"])
+    artifact = ""
+    tasks: list = []
+    image_size: int | None = None
+    runtime_label = ""  # how it runs, for the parity report's latency line
 
     def _run(self, images: np.ndarray) -> dict:
         raise NotImplementedError
 
+    def run(self, images: np.ndarray) -> dict:
+        """One batch as the model takes it (its fixed batch, where it has one), as is."""
+        return self._run(images)
+
     def batch_limit(self) -> int | None:
+        """The fixed batch the model takes, None for any."""
         return None
 
     def predict(self, images, batch_size: int = 32) -> dict:
@@ -61,13 +58,46 @@ class ExportedModel:
             if batch.dtype != np.uint8:
                 raise UsmtlError(f"Exported models take uint8 images. Received: {batch.dtype}")
             for name, values in self._run(batch).items():
-                parts[name].append(np.ravel(values).astype(float))
+                parts.setdefault(name, []).append(np.ravel(values).astype(float))
         return {name: np.concatenate(v) if v else np.zeros(0) for name, v in parts.items()}
+
+    def predict_files(self, paths, boxes, data, batch_size: int = 32) -> dict:
+        """``{task: probabilities}`` for image files and their boxes, cropped as ``data``
+        (a :class:`usmtl.config.DataConfig`) says."""
+        from usmtl.data.pipeline import roi_images
+
+        crops = roi_images(list(paths), list(boxes), data).batch(batch_size)
+        return self.predict(crops.as_numpy_iterator())
 
     def latency_ms(self, image: np.ndarray, runs: int = 30, warmup: int = 3,
                    max_seconds: float = 20.0) -> tuple[float, int]:
         """``(median milliseconds, runs)`` for one ``(1, size, size, 3)`` uint8 image."""
         return median_latency(lambda: self._run(image), runs, warmup, max_seconds)
+
+
+class ExportedModel(Runtime):
+    """An export and its description (``meta``: ``usmtl_export.json``; ``cfg``: the run's
+    config). ``sidecar`` None, or a folder without ``usmtl_export.json``: a model without
+    usmtl's side files (``meta`` empty, ``cfg`` None; the subclass takes the task names and
+    the size from the model itself)."""
+
+    def __init__(self, artifact: str, sidecar: str | None = None):
+        from usmtl.config import load_config
+
+        self.artifact = artifact
+        self.sidecar = sidecar
+        self.meta, self.cfg, self.tasks, self.edges = {}, None, [], []
+        if sidecar is None or not os.path.isfile(os.path.join(sidecar, EXPORT_FILE)):
+            return
+        self.meta = read_metadata(sidecar)
+        config = os.path.join(sidecar, CONFIG_FILE)
+        if not os.path.isfile(config):
+            raise UsmtlError(f"{config} is missing: it holds the RoI settings the model was "
+                             f"trained with. Received: {artifact}")
+        self.cfg = load_config(config)
+        self.tasks = list(self.meta["tasks"])
+        self.edges = [tuple(edge) for edge in self.meta["edges"]]
+        self.image_size = int(self.meta["input"]["image_size"])
 
 
 def median_latency(call, runs: int = 30, warmup: int = 3, max_seconds: float = 20.0):
@@ -85,80 +115,26 @@ def median_latency(call, runs: int = 30, warmup: int = 3, max_seconds: float = 2
     return float(statistics.median(times)), len(times)
 
 
-class SavedModelExport(ExportedModel):
-    kind = "savedmodel"
+def __getattr__(name):
+    """Runtimes moved to their format modules (``SavedModelExport``, ``TFLiteExport``...)
+    are still found here."""
+    import sys
 
-    def __init__(self, artifact: str, sidecar: str):
-        super().__init__(artifact, sidecar)
-        import tensorflow as tf
+    from usmtl.formats import registered
 
-        self._tf = tf
-        self._loaded = tf.saved_model.load(artifact)
-        if "serving_default" not in self._loaded.signatures:
-            raise UsmtlError(f"{artifact}: no serving_default signature. "
-                             f"Received: {list(self._loaded.signatures)}")
-        self._signature = self._loaded.signatures["serving_default"]
-
-    def _run(self, images):
-        out = self._signature(image=self._tf.constant(images, self._tf.uint8))
-        return {name: out[name].numpy() for name in self.tasks}
-
-
-class TFLiteExport(ExportedModel):
-    kind = "tflite"
-
-    def __init__(self, artifact: str, sidecar: str, threads: int | None = None):
-        super().__init__(artifact, sidecar)
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise UsmtlError("Running .tflite models needs LiteRT: pip install 'usmtl[export]' "
-                             "(ai-edge-litert). Received: ImportError") from None
-        self.threads = threads or os.cpu_count() or 1
-        self._interpreter = Interpreter(model_path=artifact, num_threads=self.threads)
-        self._runner = self._interpreter.get_signature_runner("serving_default")
-        detail = self._runner.get_input_details()["image"]
-        self._shape = tuple(int(v) for v in detail["shape"])
-        self._dtype = detail["dtype"]
-        self._quant = detail.get("quantization", (0.0, 0))
-
-    def batch_limit(self) -> int:
-        return self._shape[0]
-
-    def _feed(self, images):
-        if self._dtype == np.uint8:
-            return images
-        if self._dtype == np.float32:
-            return images.astype(np.float32)
-        scale, zero = self._quant
-        info = np.iinfo(self._dtype)
-        return np.clip(np.round(images / scale + zero), info.min, info.max).astype(self._dtype)
-
-    def _run(self, images):
-        batch = self._shape[0]
-        if images.shape[1:] != self._shape[1:]:
-            raise UsmtlError(f"{self.artifact} takes {self._shape[1]}x{self._shape[2]} crops "
-                             f"(TFLite exports do not resize). Received: {images.shape[1]}x"
-                             f"{images.shape[2]}")
-        parts = {name: [] for name in self.tasks}
-        for start in range(0, len(images), batch):
-            chunk = images[start:start + batch]
-            n = len(chunk)
-            if n < batch:
-                chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], chunk.dtype)])
-            out = self._runner(image=self._feed(chunk))
-            for name in self.tasks:
-                parts[name].append(np.ravel(out[name])[:n])
-        return {name: np.concatenate(v) for name, v in parts.items()}
+    for fmt in registered():
+        value = getattr(sys.modules[type(fmt).__module__], name, None)
+        if isinstance(value, type) and issubclass(value, Runtime):
+            return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_export(path: str, threads: int | None = None) -> ExportedModel | None:
-    """The export at ``path`` (see :func:`usmtl.export.artifacts.find_export`), or None when
-    ``path`` is not an exported model."""
-    found = find_export(path)
-    if found is None:
+    """The export at ``path`` opened through :func:`usmtl.formats.open_model`, or None when
+    ``path`` is no export (nothing, or a Keras model)."""
+    from usmtl.formats import open_model, recognise
+
+    found = recognise(path)
+    if found is None or found.format.keras:
         return None
-    kind, artifact, sidecar = found
-    if kind == "savedmodel":
-        return SavedModelExport(artifact, sidecar)
-    return TFLiteExport(artifact, sidecar, threads)
+    return open_model(path, threads=threads).model
