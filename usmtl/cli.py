@@ -263,9 +263,11 @@ def predict_command(model, input, box, split, out, batch_size):
 @click.option("--val-predictions", type=click.Path(exists=True, dir_okay=False),
               help="For a prediction CSV: validation predictions for the Youden threshold.")
 @click.option("--out", type=click.Path(file_okay=False), help="For a prediction CSV: output folder.")
+@click.option("--skip-unlabelled", is_flag=True,
+              help="Score only the tasks with labels (default: a task without labels is an error).")
 @_friendly_errors
 def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, edges, cohorts,
-                     val_predictions, out):
+                     val_predictions, out, skip_unlabelled):
     """Metrics with patient-bootstrap CIs, ROC curves and inconsistency rates for a run
     directory or a prediction CSV; writes metrics.json, metrics.csv and report.md."""
     _quiet_tensorflow()
@@ -273,11 +275,15 @@ def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, ed
                                            parse_cohorts, parse_edges)
 
     if os.path.isdir(source):
-        report = evaluate_run(source, manifest, split, threshold, patient_how, n_boot)
+        report = evaluate_run(source, manifest, split, threshold, patient_how, n_boot,
+                              skip_unlabelled=skip_unlabelled)
     else:
         out = out or os.path.splitext(source)[0] + "-eval"
         report = evaluate_file(source, out, parse_edges(edges), threshold, val_predictions,
-                               patient_how, n_boot, cohorts=parse_cohorts(cohorts))
+                               patient_how, n_boot, cohorts=parse_cohorts(cohorts),
+                               skip_unlabelled=skip_unlabelled)
+    for task, why in (report.get("skipped_tasks") or {}).items():
+        click.echo(f"skipped {task}: {why}", err=True)
     click.echo(compact_table(report))
     for edge, r in report["inconsistency"].items():
         click.echo(f"inconsistent {edge}: hard {r['hard']:.3f}, soft {r['soft']:.3f}")
@@ -291,14 +297,16 @@ def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, ed
 @click.option("--split", default="test", show_default=True,
               type=click.Choice(["train", "val", "test"]), help="Split used for run directories.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the comparison as JSON.")
+@click.option("--skip-unlabelled", is_flag=True,
+              help="Compare only the shared tasks with labels (default: an unlabelled one is an error).")
 @_friendly_errors
-def compare_command(a, b, threshold, split, out):
+def compare_command(a, b, threshold, split, out, skip_unlabelled):
     """Paired DeLong (AUC) and McNemar (accuracy) tests between two runs or prediction CSVs."""
     _quiet_tensorflow()
     from usmtl.evaluation.compare import compare, format_comparison
     from usmtl.run import write_json_atomic
 
-    result = compare(a, b, threshold, split)
+    result = compare(a, b, threshold, split, skip_unlabelled=skip_unlabelled)
     click.echo(format_comparison(result, ("A", "B")))
     click.echo(f"A = {a}\nB = {b}")
     if out:
@@ -482,16 +490,22 @@ def radiomics_fit(features, out, split_file, config_path, overrides, manifest, s
 @click.argument("fit_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("features", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), help="CSV to write (default: print).")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
+              help="Manifest whose labels go into y_<task> (default: the one the features were "
+                   "extracted from).")
 @_friendly_errors
-def radiomics_predict(fit_dir, features, out):
+def radiomics_predict(fit_dir, features, out, manifest):
     """Probabilities of a fitted radiomics model (FIT_DIR of 'usmtl radiomics fit') for new
     images, from their features ('usmtl radiomics extract' with the same settings), in the
     prediction format of 'usmtl predict'."""
     from usmtl.radiomics.model import predict_radiomics
+    from usmtl.run import write_csv_atomic
 
-    frame = predict_radiomics(fit_dir, features)
+    frame = predict_radiomics(fit_dir, features, manifest_path=manifest)
+    if frame.attrs.get("labels"):
+        click.echo(f"labels: {frame.attrs['labels']}", err=True)
     if out:
-        frame.to_csv(out, index=False)
+        write_csv_atomic(out, frame)
         click.echo(f"Wrote {len(frame)} prediction(s) to {out}")
     else:
         click.echo(frame.to_csv(index=False), nl=False)
@@ -591,9 +605,13 @@ _CAM_METHODS = ("gradcam", "gradcam++")
               help="A second run (e.g. single-alnm) explained on the same images, with "
                    "side_by_side.png as in the paper's Figure 6.")
 @click.option("--batch-size", default=16, show_default=True)
+@click.option("--evidence", type=click.Choice(["positive", "negative"]), default="positive",
+              show_default=True,
+              help="positive: what raises each head's probability (Grad-CAM); negative: what "
+                   "lowers it, the map to look at when the positive one is all zero.")
 @_friendly_errors
 def explain_command(run, input, tasks, method, layer, box, split, limit, out, compare_run,
-                    batch_size):
+                    batch_size, evidence):
     """Grad-CAM heatmaps of task heads of RUN (a run directory or .keras file) for an image
     (with --box) or a manifest, on the RoI exactly as the model sees it.
 
@@ -616,12 +634,14 @@ def explain_command(run, input, tasks, method, layer, box, split, limit, out, co
     task_list = None if "all" in tasks else list(tasks)
     frame = explain(run, input, task_list, method=method, layer=layer, box=box, split=split,
                     limit=limit, out=out, compare=compare_run, batch_size=batch_size,
-                    progress=sys.stderr.isatty())
+                    progress=sys.stderr.isatty(), evidence=evidence)
     for name, rows in frame.groupby("run", sort=False):
         click.echo(f"{name}: {len(rows)} heatmaps ({rows['image'].nunique()} image(s) x "
                    f"{rows['task'].nunique()} task(s), layer {rows['layer'].iloc[0]}); "
                    f"CAM mass inside the box {rows['cam_in_box'].mean():.2f} "
-                   f"(box area {rows['box_fraction'].mean():.2f} of the RoI)")
+                   f"(box area {rows['box_fraction'].mean():.2f} of the RoI); "
+                   f"{int(rows['cam_all_zero'].sum())} of {len(rows)} maps all zero (no "
+                   f"{evidence} evidence at that layer)")
     click.echo(f"Wrote {os.path.join(out, 'explanations.csv')} and the heatmaps to {out}")
     click.echo(f"Contact sheet: {os.path.join(out, 'contact_sheet.png')}")
     if compare_run:

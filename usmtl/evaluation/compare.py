@@ -6,6 +6,10 @@ A and B are run directories (their test-split predictions) or prediction CSVs. E
 compared on the images labelled in both (a run's labels are restricted to the task's
 cohort: ALNM within the malignant masses), and the result states the cohort and n.
 
+A shared task with no known label in either file cannot be compared: it is an error naming
+it (``skip_unlabelled=True`` leaves it out instead), and two files that share no labelled
+task are always an error, never an empty table.
+
 Example:
     >>> from usmtl.evaluation.compare import compare
     >>> result = compare("runs/multitask-hl", "radiomics/test_predictions.csv")  # doctest: +SKIP
@@ -63,8 +67,9 @@ def run_cohorts(source: str) -> dict[str, str]:
 
 
 def _shared_labels(joined: pd.DataFrame, task: str):
-    """Labels known in both frames (either one's where only one has the column)."""
-    columns = [c for c in (f"y_{task}_a", f"y_{task}_b") if c in joined]
+    """Labels known in both frames (either one's where only one has the column: the join
+    then keeps its plain name ``y_<task>``, without a suffix)."""
+    columns = [c for c in (f"y_{task}_a", f"y_{task}_b", f"y_{task}") if c in joined]
     if not columns:
         return None
     values = [joined[c].to_numpy(float) for c in columns]
@@ -74,21 +79,54 @@ def _shared_labels(joined: pd.DataFrame, task: str):
     return y
 
 
+def unlabelled_shared_tasks(joined: pd.DataFrame, tasks, names=("A", "B")) -> dict[str, str]:
+    """``{task: why}`` for the ``tasks`` of an :func:`align`-ed frame without a known label."""
+    missing = {}
+    for task in tasks:
+        y = _shared_labels(joined, task)
+        if y is None:
+            missing[task] = f"y_{task} in neither {names[0]} nor {names[1]}"
+        elif not np.isfinite(y).any():
+            missing[task] = (f"no image has a known y_{task}"
+                             + (" in both" if f"y_{task}_a" in joined and f"y_{task}_b" in joined
+                                else ""))
+    return missing
+
+
 def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.5,
-                   names=("A", "B"), cohorts: dict[str, str] | None = None) -> dict:
+                   names=("A", "B"), cohorts: dict[str, str] | None = None,
+                   skip_unlabelled: bool = False) -> dict:
     """Per common task: DeLong on AUC and McNemar on accuracy, paired over the images
-    labelled in both; ``cohorts`` (``{task: text}``) is stated beside each task's n."""
+    labelled in both; ``cohorts`` (``{task: text}``) is stated beside each task's n.
+
+    Raises:
+        UsmtlError: a shared task has no known label in either frame, naming it (unless
+            ``skip_unlabelled``: it is left out), or no shared task has labels.
+    """
     cohorts = cohorts or {}
     joined = align(a, b, names)
     tasks = [t for t in prediction_tasks(a) if t in prediction_tasks(b)]
     if not tasks:
         raise UsmtlError(f"{names[0]} and {names[1]} share no task. Received: "
                          f"{prediction_tasks(a)} and {prediction_tasks(b)}")
+    missing = unlabelled_shared_tasks(joined, tasks, names)
+    listing = "; ".join(f"{task}: {why}" for task, why in missing.items())
+    hint = ("Predict from a manifest that has the tasks' label columns ('usmtl predict' and "
+            "'usmtl radiomics predict' carry them as y_<task>)")
+    if len(missing) == len(tasks):
+        raise UsmtlError(f"{names[0]} and {names[1]} share no labelled task, so nothing can be "
+                         f"compared ({listing}). {hint}")
+    if missing and not skip_unlabelled:
+        labelled = ", ".join(t for t in tasks if t not in missing)
+        raise UsmtlError(f"Task(s) {', '.join(missing)} have no labels in {names[0]} or "
+                         f"{names[1]} ({listing}), so they cannot be compared. {hint}, or skip "
+                         f"them explicitly (--skip-unlabelled; skip_unlabelled=True in Python) "
+                         f"to compare only {labelled}")
     result = {}
     for task in tasks:
-        y = _shared_labels(joined, task)
-        if y is None:
+        if task in missing:
             continue
+        y = _shared_labels(joined, task)
         pa, pb = joined[f"p_{task}_a"].to_numpy(float), joined[f"p_{task}_b"].to_numpy(float)
         known = ~np.isnan(y)
         result[task] = {
@@ -100,10 +138,12 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.5,
     return result
 
 
-def compare(a: str, b: str, threshold: float = 0.5, split: str = "test") -> dict:
+def compare(a: str, b: str, threshold: float = 0.5, split: str = "test",
+            skip_unlabelled: bool = False) -> dict:
+    """:func:`compare_frames` of two runs (their ``split`` predictions) or prediction CSVs."""
     cohorts = {**run_cohorts(b), **run_cohorts(a)}
     return compare_frames(load_predictions(a, split), load_predictions(b, split), threshold,
-                          names=(a, b), cohorts=cohorts)
+                          names=(a, b), cohorts=cohorts, skip_unlabelled=skip_unlabelled)
 
 
 def format_comparison(result: dict, names=("A", "B")) -> str:

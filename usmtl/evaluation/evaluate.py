@@ -9,6 +9,11 @@ labels already restricted to it (ALNM known for the malignant masses only, as in
 and every output states each task's cohort and n. For other prediction files, ``cohorts``
 (``--cohort alnm=malignancy``) restricts a child to the rows whose parent label is 1.
 
+Every task with predictions must have labels (a ``y_<task>`` column with at least one known
+label): a task without is an error naming it, never an empty table, unless the caller
+passes ``skip_unlabelled=True`` (the report then lists it under ``skipped_tasks``). Even
+then, a file with no labelled task at all is an error.
+
 Example:
     >>> from usmtl.evaluation.evaluate import evaluate_run
     >>> report = evaluate_run("runs/quickstart", n_boot=200)  # doctest: +SKIP
@@ -72,6 +77,41 @@ def restrict_to_cohorts(frame: pd.DataFrame, cohorts: dict[str, str]) -> pd.Data
     return frame
 
 
+def unlabelled_tasks(frame: pd.DataFrame) -> dict[str, str]:
+    """``{task: why}`` for the tasks of a prediction frame that cannot be scored: no
+    ``y_<task>`` column, or no known label in it."""
+    missing = {}
+    for task in prediction_tasks(frame):
+        column = f"y_{task}"
+        if column not in frame:
+            missing[task] = f"no {column} column"
+        elif not np.isfinite(pd.to_numeric(frame[column], errors="coerce").to_numpy(float)).any():
+            missing[task] = f"{column} has no known label"
+    return missing
+
+
+def check_labels(frame: pd.DataFrame, skip_unlabelled: bool = False,
+                 source: str = "the predictions") -> dict[str, str]:
+    """Raise a :class:`UsmtlError` naming every task of ``frame`` that has no labels, unless
+    ``skip_unlabelled``; even then raise when no task has labels. Returns the skipped
+    ``{task: why}``."""
+    missing = unlabelled_tasks(frame)
+    tasks = prediction_tasks(frame)
+    listing = "; ".join(f"{task}: {why}" for task, why in missing.items())
+    hint = ("Predict from a manifest that has the tasks' label columns ('usmtl predict' and "
+            "'usmtl radiomics predict' carry them as y_<task>)")
+    if missing and len(missing) == len(tasks):
+        raise UsmtlError(f"Nothing to evaluate: no task of {source} has labels ({listing}). "
+                         f"{hint}. Received columns: {list(frame.columns)}")
+    if missing and not skip_unlabelled:
+        labelled = ", ".join(t for t in tasks if t not in missing)
+        raise UsmtlError(f"Task(s) {', '.join(missing)} of {source} have no labels ({listing}), "
+                         f"so they cannot be scored. {hint}, or skip them explicitly "
+                         f"(--skip-unlabelled; skip_unlabelled=True in Python) to score only "
+                         f"{labelled}")
+    return missing
+
+
 def _labels_and_scores(frame: pd.DataFrame, task: str):
     if f"y_{task}" not in frame:
         raise UsmtlError(f"Task {task!r} has no labels (y_{task}) in the predictions; "
@@ -82,21 +122,30 @@ def _labels_and_scores(frame: pd.DataFrame, task: str):
 def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
                          val_frame: pd.DataFrame | None = None, patient_how: str = "mean",
                          n_boot: int = 1000, seed: int = 0,
-                         cohorts: dict[str, str] | None = None) -> dict:
+                         cohorts: dict[str, str] | None = None, skip_unlabelled: bool = False,
+                         source: str = "the predictions") -> dict:
     """Metrics of a prediction frame; thresholds chosen on ``val_frame`` when given.
 
     ``cohorts`` maps a task to the description of its cohort, stated in the report beside
     its n (the labels are expected to be restricted to it already); others read "as
     labelled".
+
+    Raises:
+        UsmtlError: a task has no labels (no ``y_<task>`` column, or none known), naming it,
+            unless ``skip_unlabelled`` (then it is left out and listed in the report's
+            ``skipped_tasks``); or no task has labels at all. ``source`` names the frame in
+            the message.
     """
     cohorts = cohorts or {}
     if len(frame) == 0:
         raise UsmtlError("No predictions to evaluate (empty frame)")
+    skipped = check_labels(frame, skip_unlabelled, source)
     report = {"threshold": threshold, "patient_aggregation": patient_how, "n_images": len(frame),
-              "n_patients": int(frame["patient_id"].nunique()), "bootstrap": n_boot, "tasks": {}}
+              "n_patients": int(frame["patient_id"].nunique()), "bootstrap": n_boot, "tasks": {},
+              "skipped_tasks": skipped}
     patients = frame["patient_id"].astype(str).to_numpy()
     for task in prediction_tasks(frame):
-        if f"y_{task}" not in frame:
+        if task in skipped:
             continue
         y, p = _labels_and_scores(frame, task)
         entry = {"image": stats.bootstrap_metrics(y, p, patients, threshold, n_boot, seed)}
@@ -171,6 +220,10 @@ def markdown_report(report: dict, title: str) -> str:
             parts.append(f"| {edge} | {r['n']} | {r['hard']:.3f} ({r['hard_count']}) | "
                          f"{r['soft']:.3f} ({r['soft_count']}) |")
         parts.append("")
+    if report.get("skipped_tasks"):
+        parts += ["## Tasks not scored", "",
+                  "Skipped on request (--skip-unlabelled): they have no labels.", ""]
+        parts += [f"- {task}: {why}" for task, why in report["skipped_tasks"].items()] + [""]
     parts += ["![ROC curves](roc_all.png)", ""]
     return "\n".join(parts)
 
@@ -246,9 +299,10 @@ def run_predictions(run_dir: str, manifest: str | None = None, split: str = "tes
 
 def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
                  threshold: float = 0.5, patient_how: str = "mean", n_boot: int = 1000,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, skip_unlabelled: bool = False) -> dict:
     """Evaluate a run directory on a split; writes metrics.json, metrics.csv, report.md and
-    ROC curves into it (into ``RUN/eval-<split>`` for another manifest)."""
+    ROC curves into it (into ``RUN/eval-<split>`` for another manifest). A task without
+    labels in the manifest is an error unless ``skip_unlabelled``."""
     from usmtl.run import Run
     from usmtl.tasks import TaskGraph
 
@@ -258,8 +312,9 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
     if split != "val" and manifest is None:
         val_frame = run_predictions(run_dir, None, "val")
     cohorts = {name: graph.cohort_text(name) for name in graph.names}
+    source = f"{run_dir} ({split} split of {manifest or 'its manifest'})"
     report = evaluate_predictions(frame, graph.edges, threshold, val_frame, patient_how, n_boot, seed,
-                                  cohorts)
+                                  cohorts, skip_unlabelled, source)
     out = run_dir if manifest is None and split == "test" else os.path.join(run_dir, f"eval-{split}")
     write_report(report, frame, out, f"Evaluation of {os.path.basename(os.path.abspath(run_dir))} "
                                      f"on the {split} split")
@@ -269,11 +324,13 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
 
 def evaluate_file(predictions: str, out_dir: str, edges=(), threshold: float = 0.5,
                   val_predictions: str | None = None, patient_how: str = "mean",
-                  n_boot: int = 1000, seed: int = 0, cohorts: dict[str, str] | None = None) -> dict:
+                  n_boot: int = 1000, seed: int = 0, cohorts: dict[str, str] | None = None,
+                  skip_unlabelled: bool = False) -> dict:
     """Evaluate any prediction CSV (a CNN run's, the radiomics baseline's, an export's).
 
     ``cohorts`` (``{"alnm": "malignancy"}``) scores each child only where its parent's label
-    is 1, as the paper scores ALNM within the malignant masses.
+    is 1, as the paper scores ALNM within the malignant masses. A task without labels is an
+    error unless ``skip_unlabelled``; nothing is written then.
     """
     cohorts = cohorts or {}
     frame = restrict_to_cohorts(read_predictions(predictions), cohorts)
@@ -282,7 +339,7 @@ def evaluate_file(predictions: str, out_dir: str, edges=(), threshold: float = 0
         val_frame = restrict_to_cohorts(val_frame, cohorts)
     described = {child: f"{parent} = 1" for child, parent in cohorts.items()}
     report = evaluate_predictions(frame, edges, threshold, val_frame, patient_how, n_boot, seed,
-                                  described)
+                                  described, skip_unlabelled, predictions)
     write_report(report, frame, out_dir, f"Evaluation of {os.path.basename(predictions)}")
     report["out_dir"] = out_dir
     return report

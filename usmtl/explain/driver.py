@@ -12,9 +12,17 @@ Output layout of :func:`explain` (``out``)::
     <stem>_<task>.png        the RoI and the RoI under its heatmap, with a colour bar
     contact_sheet.png        the first ``sheet_max`` images, every task
     explanations.csv         one row per image and task (probability, label, share of CAM
-                             mass inside the box/mask, file names)
+                             mass inside the box/mask, ``cam_all_zero``, file names)
     compare-<name>/          with ``compare``: the same for the second run
     side_by_side.png         with ``compare``: RoI | run A | run B per task (paper, Figure 6)
+
+An all-zero map (``cam_all_zero`` = 1) means no positive evidence for that head at that
+layer: Grad-CAM's ReLU keeps only what raises the head's logit, and nothing there does. Its
+PNG panel says "no positive evidence at LAYER" instead of showing an empty heatmap, the contact
+sheet counts such maps, and its ``cam_in_box`` is empty (no mass to share). To look further,
+explain again with ``evidence="negative"`` (the map of what lowers the logit: Grad-CAM of
+``1 - p``; files ``<stem>_<task>_negative.*``) or at another ``layer``; see
+:mod:`usmtl.explain.gradcam`.
 
 References: Selvaraju et al., ICCV 2017 (Grad-CAM); Chattopadhay et al., WACV 2018
 (Grad-CAM++); Li, Guo et al., Front. Physiol. 13:882648, 2022 (Figure 6, Figure S1).
@@ -38,9 +46,9 @@ import numpy as np
 import pandas as pd
 
 from usmtl.errors import UsmtlError
-from usmtl.explain.gradcam import ExplainError, GradCam, check_tasks, task_heads
-from usmtl.explain.plots import (Panel, save_contact_sheet, save_overlay, save_profile_plot,
-                                 save_side_by_side)
+from usmtl.explain.gradcam import ExplainError, GradCam, all_zero, check_tasks, task_heads
+from usmtl.explain.plots import (Panel, empty_map_text, save_contact_sheet, save_overlay,
+                                 save_profile_plot, save_side_by_side)
 from usmtl.explain.profile import R_MAX, image_profiles, summarise_profiles
 
 SHEET_MAX = 64
@@ -89,7 +97,8 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
     from usmtl.data.io import read_image
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import select_split_rows
-    from usmtl.predict import find_run_files, parse_box
+    from usmtl.formats import open_model
+    from usmtl.predict import parse_box
     from usmtl.run import Run
     from usmtl.tasks import TaskGraph, label_table
 
@@ -108,7 +117,8 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
                       [""], [""], pd.DataFrame(index=range(1)))
 
     manifest = read_manifest(input_path)
-    split_file = None if run is None else Run(os.path.dirname(find_run_files(run)[1])).split_path
+    run_dir = None if run is None else open_model(run).run_dir
+    split_file = None if run_dir is None else Run(run_dir).split_path
     manifest, splits = select_split_rows(manifest, split_file, split, input_path, run or "")
     if limit is not None and limit < len(manifest):
         keep = np.arange(len(manifest)) < limit
@@ -192,9 +202,11 @@ def _ordered_tasks(model, cfg, tasks) -> list[str]:
 
 
 def _explain_loaded(model, cfg, inputs: Inputs, tasks, method, layer, out, batch_size,
-                    progress, keep: int, name: str):
+                    progress, keep: int, name: str, evidence: str = "positive"):
     """Write every map and overlay of one run; return (rows, panels of the first ``keep``)."""
-    cam = GradCam(model, tasks, layer, method)
+    cam = GradCam(model, tasks, layer, method, evidence)
+    suffix = "" if evidence == "positive" else f"_{evidence}"
+    empty_text = empty_map_text(cam.layer, evidence)
     rows, panels = [], []
     bar = None
     if progress:
@@ -215,15 +227,18 @@ def _explain_loaded(model, cfg, inputs: Inputs, tasks, method, layer, out, batch
                       for t in cam.tasks}
             for task in cam.tasks:
                 heat = maps[task][j]
-                npy, png = f"{stem}_{task}.npy", f"{stem}_{task}.png"
+                npy, png = f"{stem}_{task}{suffix}.npy", f"{stem}_{task}{suffix}.png"
                 np.save(os.path.join(out, npy), heat.astype(np.float32))
                 title = (f"{stem} | {name}: {task} p={probs[task][j]:.2f}"
                          + (f" y={int(labels[task])}" if not np.isnan(labels[task]) else ""))
-                save_overlay(os.path.join(out, png), rois[j], heat, title, outline, method)
+                save_overlay(os.path.join(out, png), rois[j], heat, title, outline, method,
+                             empty_text, evidence)
                 row = {"image": inputs.images[i], "patient_id": inputs.patient_ids[i],
                        "split": inputs.splits[i], "stem": stem, "run": name, "task": task,
-                       "method": method, "layer": cam.layer, "probability": float(probs[task][j]),
-                       "label": labels[task], "cam_in_box": _mass_inside(heat, box_region),
+                       "method": method, "layer": cam.layer, "evidence": evidence,
+                       "probability": float(probs[task][j]), "label": labels[task],
+                       "cam_all_zero": int(all_zero(heat)),
+                       "cam_in_box": _mass_inside(heat, box_region),
                        "box_fraction": float(box_region.mean()),
                        "cam_in_mask": float("nan"), "mask_fraction": float("nan"),
                        "heatmap": npy, "overlay": png}
@@ -233,7 +248,8 @@ def _explain_loaded(model, cfg, inputs: Inputs, tasks, method, layer, out, batch
                 rows.append(row)
             if i < keep:
                 panels.append(Panel(stem, rois[j], {t: maps[t][j] for t in cam.tasks},
-                                    {t: float(probs[t][j]) for t in cam.tasks}, labels, outline))
+                                    {t: float(probs[t][j]) for t in cam.tasks}, labels, outline,
+                                    empty_text))
         if bar is not None:
             bar.update(len(index))
     if bar is not None:
@@ -241,23 +257,40 @@ def _explain_loaded(model, cfg, inputs: Inputs, tasks, method, layer, out, batch
     return rows, panels, cam
 
 
+def _keras_run(run: str):
+    """``(keras model, config)`` of ``run`` through the one door (:func:`usmtl.formats.open_model`);
+    an export is an error naming it: Grad-CAM needs the model's layers."""
+    from usmtl.formats import open_model
+
+    opened = open_model(run)
+    return opened.keras_model("Grad-CAM needs a Keras model"), opened.cfg
+
+
 def explain(run: str, input_path: str, tasks=None, method: str = "gradcam",
             layer: str | None = None, box: str | None = None, split: str | None = None,
             limit: int | None = None, out: str = "explain", compare: str | None = None,
-            batch_size: int = 16, progress: bool = False, sheet_max: int = SHEET_MAX) -> pd.DataFrame:
+            batch_size: int = 16, progress: bool = False, sheet_max: int = SHEET_MAX,
+            evidence: str = "positive") -> pd.DataFrame:
     """Grad-CAM (or Grad-CAM++) maps of ``tasks`` of ``run`` (a run directory or ``.keras``
     file) for one image with ``box`` or the rows of a manifest; see the module docstring for
     what is written to ``out``. ``tasks``: head names, ``None`` or ``"all"`` for every head.
     ``layer``: default the backbone's last convolutional block. ``compare``: a second run
     explained on the same images (tasks it lacks are left out of it), with a side-by-side
-    figure of the tasks both have. Returns ``explanations.csv`` as a frame."""
-    from usmtl.predict import load_run
+    figure of the tasks both have. Returns ``explanations.csv`` as a frame.
 
-    model, cfg = load_run(run)
+    ``evidence``: ``"positive"`` (default: what raises each head's logit) or ``"negative"``
+    (what lowers it, the map of ``1 - p``; files ``<stem>_<task>_negative.*``). A map that is
+    all zero (``cam_all_zero`` = 1) shows no evidence of that sign at ``layer``: its panel
+    says so; explain the other sign or another layer to look further."""
+    from usmtl.explain.gradcam import check_evidence
+    from usmtl.run import write_csv_atomic
+
+    check_evidence(evidence)
+    model, cfg = _keras_run(run)
     tasks = _ordered_tasks(model, cfg, tasks)
     name = run_name(run)
     if compare is not None:  # check the second run before the long part
-        model_b, cfg_b = load_run(compare)
+        model_b, cfg_b = _keras_run(compare)
         name_b = run_name(compare)
         if name_b == name:
             name_b = f"{name_b} (B)"
@@ -272,14 +305,17 @@ def explain(run: str, input_path: str, tasks=None, method: str = "gradcam",
     inputs = select_inputs(run, input_path, box, split, limit, cfg)
     keep = max(sheet_max, SIDE_BY_SIDE_MAX if compare else 0)
     rows, panels, cam = _explain_loaded(model, cfg, inputs, tasks, method, layer, out,
-                                        batch_size, progress, keep, name)
+                                        batch_size, progress, keep, name, evidence)
     what = "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
+    if evidence != "positive":
+        what = f"{what} ({evidence} evidence)"
     save_contact_sheet(os.path.join(out, "contact_sheet.png"), panels[:sheet_max], cam.tasks,
                        f"{what} of {name} at {cam.layer}")
     if compare is not None:
         folder_b = os.path.join(out, "compare-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name_b))
         rows_b, panels_b, cam_b = _explain_loaded(model_b, cfg_b, inputs, common, method, layer_b,
-                                                  folder_b, batch_size, progress, keep, name_b)
+                                                  folder_b, batch_size, progress, keep, name_b,
+                                                  evidence)
         save_contact_sheet(os.path.join(folder_b, "contact_sheet.png"), panels_b[:sheet_max],
                            cam_b.tasks, f"{what} of {name_b} at {cam_b.layer}")
         for row in rows_b:
@@ -290,7 +326,7 @@ def explain(run: str, input_path: str, tasks=None, method: str = "gradcam",
                           panels_b[:SIDE_BY_SIDE_MAX], common, (name, name_b),
                           f"{what}: {name} vs {name_b}")
     frame = pd.DataFrame(rows)
-    frame.to_csv(os.path.join(out, "explanations.csv"), index=False)
+    write_csv_atomic(os.path.join(out, "explanations.csv"), frame)
     return frame
 
 
@@ -307,10 +343,10 @@ def profile_runs(runs, input_path: str, tasks=None, method: str = "gradcam",
     of a manifest (``split``: of the *first* run's ``split.csv``), on one figure.
 
     Writes ``radial_profile.csv`` (``run, task, method, r_lo, r_hi, r_mid, mean, sem,
-    n_images``) and ``radial_profile.png`` to ``out`` when given; returns the frame.
+    n_images, n_all_zero``) and ``radial_profile.png`` to ``out`` when given; returns the
+    frame. ``n_all_zero``: the images whose map is all zero (no positive evidence at the
+    layer); they count in the means as zero everywhere.
     """
-    from usmtl.predict import load_run
-
     runs = [runs] if isinstance(runs, str) else list(runs)
     if not runs:
         raise UsmtlError("profile needs at least one run. Received: []")
@@ -321,7 +357,7 @@ def profile_runs(runs, input_path: str, tasks=None, method: str = "gradcam",
     names = list(names) if names else [run_name(r) for r in runs]
     if len(set(names)) < len(names):
         names = [os.path.abspath(r) for r in runs]
-    loaded = [load_run(r) for r in runs]
+    loaded = [_keras_run(r) for r in runs]
     # Check every run's tasks and layer before the long part.
     checked = []
     for run, (model, cfg) in zip(runs, loaded):
@@ -341,6 +377,7 @@ def profile_runs(runs, input_path: str, tasks=None, method: str = "gradcam",
     for run, name, (model, cfg), run_tasks in zip(runs, names, loaded, checked):
         cam = GradCam(model, run_tasks, layer, method)
         profiles = {t: [] for t in cam.tasks}
+        zero = {t: 0 for t in cam.tasks}
         index_all = range(len(inputs))
         bar = None
         if progress:
@@ -353,6 +390,7 @@ def profile_runs(runs, input_path: str, tasks=None, method: str = "gradcam",
             maps, _ = cam(rois.astype(np.float32))
             for t in cam.tasks:
                 profiles[t].append(image_profiles(maps[t], bins, R_MAX))
+                zero[t] += int(all_zero(maps[t]).sum())
             if bar is not None:
                 bar.update(len(index))
         if bar is not None:
@@ -363,11 +401,14 @@ def profile_runs(runs, input_path: str, tasks=None, method: str = "gradcam",
             frame.insert(0, "method", method)
             frame.insert(0, "task", t)
             frame.insert(0, "run", name)
+            frame["n_all_zero"] = zero[t]
             frames.append(frame)
     result = pd.concat(frames, ignore_index=True)
     if out is not None:
         os.makedirs(out, exist_ok=True)
-        result.to_csv(os.path.join(out, PROFILE_CSV), index=False)
+        from usmtl.run import write_csv_atomic
+
+        write_csv_atomic(os.path.join(out, PROFILE_CSV), result)
         what = "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
         save_profile_plot(os.path.join(out, PROFILE_PNG), result,
                           f"Radial {what} profile over {len(inputs)} image(s)")

@@ -28,6 +28,21 @@ arithmetic. For Grad-CAM, scoring the logit instead of the probability gives the
 normalised map (the two gradients differ by the positive factor ``p (1 - p)``) wherever the
 probability is not saturated.
 
+An all-zero map is a finding, not a failure: Grad-CAM keeps only ``ReLU(sum_k w_k A_k)``, the
+regions whose features at this layer *raise* the head's logit; when the weighted sum is
+``<= 0`` everywhere, nothing at that layer speaks *for* the head, and the map is zero. This
+is common for a child head (ALNM, nodal burden) on images the model finds negative for it
+(16 of 20 child-head maps in one measurement on the quickstart run). ``usmtl explain``
+labels such a panel "no positive evidence at LAYER" and counts it (``cam_all_zero`` in
+``explanations.csv``). To look further:
+
+- the negative-evidence map, ``evidence="negative"``: Grad-CAM of the logit of ``1 - p``
+  (``-z``, i.e. the gradients negated): where the features speak *against* the head;
+- another layer (``layer=``, see :func:`conv_layers`): an earlier block may hold positive
+  evidence that the last one cancels;
+- Grad-CAM++ (``method="gradcam++"``) weights only the positive gradients, pixel by pixel,
+  so its map is all zero only when no gradient at the layer is positive.
+
 Example:
     >>> import numpy as np
     >>> from usmtl.config import config_from_dict
@@ -49,6 +64,7 @@ import numpy as np
 from usmtl.errors import UsmtlError
 
 METHODS = ("gradcam", "gradcam++")
+EVIDENCE = ("positive", "negative")
 
 
 class ExplainError(UsmtlError):
@@ -121,6 +137,23 @@ def check_layer(model, layer: str | None) -> str:
     return layer
 
 
+def check_evidence(evidence: str) -> str:
+    if evidence not in EVIDENCE:
+        raise ExplainError(f"Unknown evidence; valid: {list(EVIDENCE)} (positive: what raises the "
+                           f"head's logit; negative: what lowers it). Received: {evidence!r}")
+    return evidence
+
+
+def all_zero(maps: np.ndarray) -> np.ndarray:
+    """Per map of ``maps`` (``(batch, H, W)`` or one ``(H, W)``): True when it is zero
+    everywhere, i.e. no positive evidence for the head at that layer (see the module
+    docstring)."""
+    maps = np.asarray(maps)
+    if maps.ndim == 2:
+        return np.bool_(not np.any(maps))
+    return ~maps.reshape(len(maps), -1).any(axis=1)
+
+
 def _normalise(cams: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     """Upsample each ``(h, w)`` map to ``size`` (bilinear) and scale it to [0, 1] by its own
     maximum; an all-zero (or non-finite) map stays all zero."""
@@ -142,7 +175,9 @@ def cam_from_gradients(features: np.ndarray, grads: np.ndarray, method: str = "g
     gradients ``g = dS/dA`` of the score, both ``(batch, h, w, channels)``.
 
     Pure NumPy in float64, whatever the dtype of the inputs (float16 under mixed
-    precision); zero gradients give an all-zero map, never NaN.
+    precision); zero gradients give an all-zero map, never NaN. A map is all zero too when
+    nothing at this layer raises the score (the ReLU): pass ``-grads`` for the
+    negative-evidence map (the score of ``1 - p``).
     """
     a = np.asarray(features, np.float64)
     g = np.asarray(grads, np.float64)
@@ -171,17 +206,23 @@ class GradCam:
         layer: the CAM layer (default: the backbone's last convolutional block, the layer
             feeding global pooling).
         method: ``"gradcam"`` or ``"gradcam++"``.
+        evidence: ``"positive"`` (the usual map: what raises the head's logit ``z``) or
+            ``"negative"`` (the map of ``-z``, the logit of ``1 - p``: what lowers it). An
+            all-zero positive map means no positive evidence at ``layer`` (module docstring).
 
     Calling it on ``(batch, size, size, 3)`` images in 0..255 returns
-    ``({task: maps (batch, size, size) float32 in [0, 1]}, {task: probabilities (batch,)})``.
+    ``({task: maps (batch, size, size) float32 in [0, 1]}, {task: probabilities (batch,)})``;
+    the probabilities are always those of the head (``p``), whatever ``evidence``.
     """
 
-    def __init__(self, model, tasks=None, layer: str | None = None, method: str = "gradcam"):
+    def __init__(self, model, tasks=None, layer: str | None = None, method: str = "gradcam",
+                 evidence: str = "positive"):
         import keras
 
         if method not in METHODS:
             raise ExplainError(f"Unknown CAM method; valid methods: {list(METHODS)}. "
                                f"Received: {method!r}")
+        self.evidence = check_evidence(evidence)
         self.model = model
         self.tasks = check_tasks(model, tasks)
         self.layer = check_layer(model, layer)
@@ -236,17 +277,19 @@ class GradCam:
             self._function = tf.function(self._gradients, reduce_retracing=True)
         features, grads, logits = self._function(tf.convert_to_tensor(images))
         a = features.numpy()
+        sign = 1.0 if self.evidence == "positive" else -1.0
         maps, probs = {}, {}
         for task in self.tasks:
-            maps[task] = cam_from_gradients(a, grads[task].numpy(), self.method, images.shape[1:3])
+            maps[task] = cam_from_gradients(a, sign * grads[task].numpy(), self.method,
+                                            images.shape[1:3])
             probs[task] = 1.0 / (1.0 + np.exp(-logits[task].numpy().astype(np.float64)))
         return maps, probs
 
 
 def compute_cams(model, images: np.ndarray, tasks=None, layer: str | None = None,
-                 method: str = "gradcam", batch_size: int = 16):
+                 method: str = "gradcam", batch_size: int = 16, evidence: str = "positive"):
     """:class:`GradCam` over ``images`` in batches: ``({task: maps}, {task: probabilities})``."""
-    cam = GradCam(model, tasks, layer, method)
+    cam = GradCam(model, tasks, layer, method, evidence)
     maps = {t: [] for t in cam.tasks}
     probs = {t: [] for t in cam.tasks}
     for start in range(0, len(images), batch_size):

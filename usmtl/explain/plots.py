@@ -6,6 +6,11 @@ Heat runs from blue (0) to red (1) (matplotlib's ``jet``) over the grey RoI, wit
 bar. The annotated lesion is outlined in white: the mask's contour where the manifest has a
 mask, else the box, so a reader can tell heat on the lesion from heat on its margins.
 
+An all-zero map (no positive evidence for the head at the CAM layer: see
+:mod:`usmtl.explain.gradcam`) is not drawn as a heatmap, which would look like a cold but
+valid map: its panel shows the grey RoI with the words "no positive evidence at LAYER", and
+the contact sheet says how many of its maps are all zero.
+
 Figures are drawn with matplotlib's object API on an Agg canvas, never ``pyplot``: nothing
 here changes the backend of a notebook that imports it.
 
@@ -26,6 +31,17 @@ import numpy as np
 
 CMAP = "jet"
 ALPHA = 0.45
+EMPTY_TEXT = "no positive evidence"
+
+
+def empty_map_text(layer: str | None = None, evidence: str = "positive") -> str:
+    """The words on an all-zero map's panel: ``no positive evidence at LAYER``."""
+    return f"no {evidence} evidence" + (f" at {layer}" if layer else "")
+
+
+def is_empty(cam) -> bool:
+    """Whether a map is all zero (drawn as words, not as a heatmap)."""
+    return cam is not None and not np.any(np.asarray(cam))
 
 
 @dataclasses.dataclass
@@ -38,6 +54,7 @@ class Panel:
     probs: dict  # task -> probability
     labels: dict  # task -> 0.0, 1.0 or NaN
     outline: object = None  # (H, W) bool mask, or (x0, y0, x1, y1) box in RoI pixels, or None
+    empty_text: str = EMPTY_TEXT  # written on an all-zero map: "no positive evidence at LAYER"
 
 
 def _figure(width: float, height: float, dpi: int = 100):
@@ -82,11 +99,17 @@ def draw_outline(ax, outline) -> None:
                            edgecolor="white", linestyle="--", linewidth=0.9))
 
 
-def draw_heat(ax, roi: np.ndarray, cam: np.ndarray | None, outline=None) -> None:
-    """The grey RoI, the heatmap over it (if any) and the lesion outline, without axes."""
+def draw_heat(ax, roi: np.ndarray, cam: np.ndarray | None, outline=None,
+              empty_text: str = EMPTY_TEXT) -> None:
+    """The grey RoI, the heatmap over it (if any) and the lesion outline, without axes.
+    An all-zero heatmap is not drawn: ``empty_text`` is written over the RoI instead."""
     h, w = roi.shape[:2]
     ax.imshow(_grey(roi), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    if cam is not None:
+    if is_empty(cam):
+        ax.text(0.5, 0.5, empty_text.replace(" at ", "\nat "), transform=ax.transAxes,
+                ha="center", va="center", fontsize=7, color="white",
+                bbox={"boxstyle": "round", "facecolor": "black", "alpha": 0.65, "linewidth": 0})
+    elif cam is not None:
         ax.imshow(cam, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=ALPHA, interpolation="bilinear")
     draw_outline(ax, outline)
     ax.set_xlim(-0.5, w - 0.5)
@@ -101,14 +124,17 @@ def _label_text(label) -> str:
 
 
 def save_overlay(path: str, roi: np.ndarray, cam: np.ndarray, title: str, outline=None,
-                 method: str = "gradcam") -> None:
-    """Two panels, the RoI and the RoI under its heatmap, with a colour bar."""
+                 method: str = "gradcam", empty_text: str = EMPTY_TEXT,
+                 evidence: str = "positive") -> None:
+    """Two panels, the RoI and the RoI under its heatmap, with a colour bar; an all-zero
+    map's panel says ``empty_text`` (:func:`empty_map_text`) instead."""
     fig = _figure(6.4, 3.4)
     left, right = fig.subplots(1, 2)
     draw_heat(left, roi, None, outline)
     left.set_title("RoI", fontsize=9)
-    draw_heat(right, roi, cam, outline)
-    right.set_title(f"{'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'}", fontsize=9)
+    draw_heat(right, roi, cam, outline, empty_text)
+    what = "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
+    right.set_title(what if evidence == "positive" else f"{what}, {evidence} evidence", fontsize=9)
     bar = fig.colorbar(_mappable(), ax=[left, right], fraction=0.04, pad=0.02, shrink=0.9)
     bar.set_label("normalised response", fontsize=8)
     bar.ax.tick_params(labelsize=7)
@@ -119,9 +145,16 @@ def save_overlay(path: str, roi: np.ndarray, cam: np.ndarray, title: str, outlin
 def save_contact_sheet(path: str, panels: list[Panel], tasks: list[str], title: str = "",
                        per_row: int | None = None) -> None:
     """A grid: per image, its RoI and then one overlay per task, titled with the task's
-    probability and label (``y=?`` when unknown); one colour bar for all."""
+    probability and label (``y=?`` when unknown); one colour bar for all. All-zero maps are
+    labelled (``Panel.empty_text``) and counted under the title."""
     if not panels:
         return
+    maps = [panel.maps.get(task) for panel in panels for task in tasks]
+    empty = sum(is_empty(m) for m in maps)
+    if empty:
+        title = (f"{title}\n" if title else "") + (
+            f"{empty} of {sum(m is not None for m in maps)} maps all zero "
+            f"({panels[0].empty_text}: labelled, not drawn)")
     cells = 1 + len(tasks)
     per_row = per_row or max(1, 8 // cells)
     rows = math.ceil(len(panels) / per_row)
@@ -137,7 +170,7 @@ def save_contact_sheet(path: str, panels: list[Panel], tasks: list[str], title: 
         ax.set_title(panel.stem, fontsize=7)
         for k, task in enumerate(tasks):
             ax = axes[r, c * cells + 1 + k]
-            draw_heat(ax, panel.roi, panel.maps.get(task), panel.outline)
+            draw_heat(ax, panel.roi, panel.maps.get(task), panel.outline, panel.empty_text)
             p = panel.probs.get(task, float("nan"))
             ax.set_title(f"{task} p={p:.2f} y={_label_text(panel.labels.get(task))}", fontsize=7)
     bar = fig.colorbar(_mappable(), ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
@@ -163,7 +196,7 @@ def save_side_by_side(path: str, panels_a: list[Panel], panels_b: list[Panel], t
         for k, task in enumerate(tasks):
             for j, (panel, name) in enumerate(((a, names[0]), (b, names[1]))):
                 ax = axes[r, 1 + 2 * k + j]
-                draw_heat(ax, panel.roi, panel.maps.get(task), panel.outline)
+                draw_heat(ax, panel.roi, panel.maps.get(task), panel.outline, panel.empty_text)
                 ax.set_title(f"{name}\n{task} p={panel.probs.get(task, float('nan')):.2f} "
                              f"y={_label_text(panel.labels.get(task))}", fontsize=7)
     bar = fig.colorbar(_mappable(), ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
