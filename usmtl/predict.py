@@ -65,9 +65,32 @@ def predict_arrays(model, cfg: ExperimentConfig, paths, boxes, batch_size: int =
 
 def predict(model_path: str, input_path: str, box: str | None = None, split: str | None = None,
             batch_size: int = 32) -> pd.DataFrame:
-    """Prediction frame (see :mod:`usmtl.evaluation.predictions`) for one image with ``box``
-    or for a manifest (optionally only the rows of one split of the run). ``model_path``: a
-    run directory, a ``.keras`` file, a SavedModel export folder or a ``.tflite`` file."""
+    """Probabilities of every head for one image with ``box`` or for a manifest.
+
+    Args:
+        model_path: any model :func:`usmtl.formats.open_model` opens: a run directory, a
+            ``.keras`` file, a SavedModel export folder or a ``.tflite`` file.
+        input_path: a manifest CSV, or one image (PNG, JPEG, BMP, DICOM) with ``box``.
+        box: ``"x_min,y_min,x_max,y_max"`` for a single image (0-based, max exclusive).
+        split: only the manifest rows of this split of the model's run (``train``, ``val``,
+            ``test``).
+        batch_size: images per forward pass.
+
+    Returns:
+        The prediction frame (:mod:`usmtl.evaluation.predictions`): ``image, patient_id,
+        split``, ``p_<task>`` and, where the manifest has them, ``y_<task>`` restricted to
+        each task's cohort, then the hierarchy-violation columns.
+
+    Raises:
+        UsmtlError: a path no format opens, a single image without ``--box`` or with a box
+            outside it, a ``split`` without the run's split file.
+        ManifestError: a bad manifest, every problem by line.
+
+    Example:
+        >>> from usmtl.predict import predict
+        >>> frame = predict("runs/quickstart", "demo/manifest.csv", split="test")  # doctest: +SKIP
+        >>> frame[["p_malignancy", "y_malignancy"]].head(2)  # doctest: +SKIP
+    """
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import select_split_rows
     from usmtl.evaluation.predictions import predictions_frame

@@ -140,7 +140,29 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.5,
 
 def compare(a: str, b: str, threshold: float = 0.5, split: str = "test",
             skip_unlabelled: bool = False) -> dict:
-    """:func:`compare_frames` of two runs (their ``split`` predictions) or prediction CSVs."""
+    """Two models on the same images: per task the paired DeLong test on AUC (with the
+    difference's 95% CI) and McNemar's test on accuracy at ``threshold``.
+
+    Args:
+        a, b: run directories (their ``split`` predictions) or prediction CSVs; they must
+            cover the same images.
+        threshold: for accuracy and McNemar.
+        split: the split read from run directories.
+        skip_unlabelled: compare only the shared tasks with labels instead of refusing.
+
+    Returns:
+        ``{task: {"cohort", "n", "delong": {...}, "mcnemar": {...}}}`` over the images
+        labelled in both.
+
+    Raises:
+        UsmtlError: different images, no shared task, or a shared task without labels
+            (unless ``skip_unlabelled``).
+
+    Example:
+        >>> from usmtl.evaluation.compare import compare
+        >>> result = compare("runs/paper-hl", "runs/radiomics")  # doctest: +SKIP
+        >>> result["malignancy"]["delong"]["p"]  # doctest: +SKIP
+    """
     cohorts = {**run_cohorts(b), **run_cohorts(a)}
     return compare_frames(load_predictions(a, split), load_predictions(b, split), threshold,
                           names=(a, b), cohorts=cohorts, skip_unlabelled=skip_unlabelled)

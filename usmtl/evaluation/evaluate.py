@@ -301,8 +301,32 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
                  threshold: float = 0.5, patient_how: str = "mean", n_boot: int = 1000,
                  seed: int = 0, skip_unlabelled: bool = False) -> dict:
     """Evaluate a run directory on a split; writes metrics.json, metrics.csv, report.md and
-    ROC curves into it (into ``RUN/eval-<split>`` for another manifest). A task without
-    labels in the manifest is an error unless ``skip_unlabelled``."""
+    ROC curves into it (into ``RUN/eval-<split>`` for another manifest).
+
+    Args:
+        run_dir: a finished run directory.
+        manifest: another manifest (default: the run's own).
+        split: the split scored; thresholds (Youden) come from ``val`` of the run's manifest.
+        threshold: the probability threshold of ACC, SE, SP, precision and F1.
+        patient_how: a patient's score from its images, ``mean`` or ``max``.
+        n_boot: bootstrap resamples of patients for the 95% CIs.
+        seed: the bootstrap's seed.
+        skip_unlabelled: score only the tasks with labels instead of refusing.
+
+    Returns:
+        The report (``metrics.json``'s content): per task its cohort, n, positives, image-
+        and patient-level metrics with CIs, Youden results; the inconsistency rates per edge;
+        ``out_dir``.
+
+    Raises:
+        UsmtlError: not a run directory, or a task without labels (unless ``skip_unlabelled``).
+
+    Example:
+        >>> from usmtl.evaluation.evaluate import evaluate_run
+        >>> report = evaluate_run("runs/paper-hl", n_boot=1000)  # doctest: +SKIP
+        >>> report["tasks"]["alnm"]["cohort"], report["tasks"]["alnm"]["n"]  # doctest: +SKIP
+        ('malignant = 1', 184)
+    """
     from usmtl.run import Run
     from usmtl.tasks import TaskGraph
 

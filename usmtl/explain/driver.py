@@ -281,7 +281,22 @@ def explain(run: str, input_path: str, tasks=None, method: str = "gradcam",
     ``evidence``: ``"positive"`` (default: what raises each head's logit) or ``"negative"``
     (what lowers it, the map of ``1 - p``; files ``<stem>_<task>_negative.*``). A map that is
     all zero (``cam_all_zero`` = 1) shows no evidence of that sign at ``layer``: its panel
-    says so; explain the other sign or another layer to look further."""
+    says so; explain the other sign or another layer to look further.
+
+    Returns:
+        ``explanations.csv`` as a frame: per image and task the probability, label, share of
+        CAM mass inside the box and the mask, ``cam_all_zero``.
+
+    Raises:
+        UsmtlError: an export instead of a Keras model, an unknown task, layer or method,
+            a single image without ``box``.
+
+    Example:
+        >>> from usmtl.explain import explain
+        >>> frame = explain("runs/multitask-hl", "demo/manifest.csv", ["malignancy", "alnm"],
+        ...                 split="test", limit=8, out="cams")  # doctest: +SKIP
+        >>> frame.groupby("task")["cam_in_box"].mean()  # doctest: +SKIP
+    """
     from usmtl.explain.gradcam import check_evidence
     from usmtl.run import write_csv_atomic
 

@@ -304,6 +304,19 @@ def export(run: str, fmt: str, out: str, quantize: str = "none", manifest: str |
     A SavedModel that fails parity is moved to ``<version>-parity-failed`` (TF Serving only
     loads integer folders); a failed TFLite export stays, with ``passed: false``. Either way
     ``ExportResult.passed`` is False and ``usmtl export`` exits with status 1.
+
+    Returns:
+        An :class:`ExportResult`: where the export went, its parity report, ``passed``.
+
+    Raises:
+        UsmtlError: an unknown format or quantization, int8 without a manifest, a run that
+            cannot be opened, a target that appeared meanwhile (nothing is ever replaced).
+
+    Example:
+        >>> from usmtl.export import export
+        >>> result = export("runs/quickstart", "tflite", "exports/q8", quantize="int8",
+        ...                 manifest="demo/manifest.csv")  # doctest: +SKIP
+        >>> result.passed, result.parity["max_abs_diff"]  # doctest: +SKIP
     """
     from usmtl.export.parity import format_report
     from usmtl.formats import WriteJob
