@@ -57,6 +57,8 @@ def _read_dicom(path: str) -> np.ndarray:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types; the user needs the file name
         raise ImageReadError(f"{path}: cannot read DICOM pixel data ({exc})") from exc
+    if pixels.size == 0:
+        raise ImageReadError(f"{path}: the DICOM pixel data is empty. Received: shape {pixels.shape}")
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames > 1:
         raise ImageReadError(
@@ -76,6 +78,9 @@ def _read_dicom(path: str) -> np.ndarray:
 def read_image(path: str) -> np.ndarray:
     """Read an image file as an ``(H, W, 3)`` uint8 RGB array.
 
+    Every failure (missing, empty, truncated or undecodable file, a DICOM without pixel
+    data, any error of the decoders) is an :class:`ImageReadError` naming ``path``.
+
     Example:
         >>> from usmtl.data.io import read_image
         >>> image = read_image("case_001.png")  # doctest: +SKIP
@@ -85,6 +90,17 @@ def read_image(path: str) -> np.ndarray:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ImageReadError(f"{path}: file not found")
+    try:
+        return _read_image(path)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # a decoder's own error (cv2, pydicom, numpy): name the file
+        raise ImageReadError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_image(path: str) -> np.ndarray:
+    if os.path.getsize(path) == 0:
+        raise ImageReadError(f"{path}: cannot decode image (the file is empty: 0 bytes)")
     if path.lower().endswith(DICOM_SUFFIXES):
         return _read_dicom(path)
     import cv2

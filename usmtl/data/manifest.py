@@ -11,6 +11,16 @@ Columns (paths are relative to the manifest's folder unless absolute):
 
 Any other column is kept and can be a task's label source (see :mod:`usmtl.tasks`).
 
+Rows that are legitimate but suspicious are warnings with counts and lines, never errors
+(:func:`manifest_warnings`, ``usmtl check`` and every command's pre-check,
+:func:`usmtl.data.prepare.require_usable`), one rule each:
+
+- duplicated rows (the same image file and the same box, whatever their labels): kept, each
+  one a training example of its own; the warning names their lines.
+- labels spelled ``yes``/``true`` or ``no``/``false`` (any case): read as 1 and 0; the
+  warning counts them per column, so that a spreadsheet export is not refused but not
+  silently trusted either. Any other word is a problem.
+
 Example:
     >>> from usmtl.data.manifest import read_manifest
     >>> manifest = read_manifest("manifest.csv")  # doctest: +SKIP
@@ -356,14 +366,16 @@ def _label_array(manifest: Manifest, column: str, parse) -> np.ndarray:
     return np.array([tolerant(v) for v in manifest.frame[column]], dtype=float)
 
 
-def consistency_problems(manifest: Manifest) -> list[str]:
+def consistency_problems(manifest: Manifest, rows: Iterable[int] | None = None) -> list[str]:
     """Label and split problems that need no image file: ALNM on a benign mass, an
-    ``aln_count`` that disagrees with ``alnm``, one patient in two splits."""
+    ``aln_count`` that disagrees with ``alnm``, one patient in two splits (all rows, or the
+    frame rows ``rows``)."""
     problems = []
     malignant = _label_array(manifest, "malignant", parse_binary)
     alnm = _label_array(manifest, "alnm", parse_binary)
     count = _label_array(manifest, "aln_count", parse_count)
-    for i in range(len(manifest)):
+    rows = range(len(manifest)) if rows is None else sorted(set(int(i) for i in rows))
+    for i in rows:
         if alnm[i] == 1 and malignant[i] == 0:
             problems.append(f"{manifest.where(i)}: ALNM positive on a benign mass "
                             f"(alnm=1, malignant=0)")
@@ -374,6 +386,7 @@ def consistency_problems(manifest: Manifest) -> list[str]:
         splits = manifest.frame["split"].map(_cell)
         by_patient = pd.DataFrame({"patient": manifest.patient_ids(), "split": splits})
         by_patient = by_patient[by_patient["split"] != ""]
+        by_patient = by_patient[by_patient.index.isin(list(rows))]
         for patient, group in by_patient.groupby("patient", sort=True):
             names = sorted(set(group["split"]))
             if len(names) > 1:
@@ -383,10 +396,38 @@ def consistency_problems(manifest: Manifest) -> list[str]:
     return problems
 
 
-def file_problems(manifest: Manifest, rows: Iterable[int] | None = None, progress: bool = False) -> list[str]:
-    """Missing or unreadable image and mask files, and boxes outside their image."""
+# (path, size, mtime, inode) -> (height, width) of files decoded without error in this
+# process: a file is decoded again only when it changed (experiments check one manifest
+# before each of their runs).
+_DECODED: dict = {}
+_DECODED_LIMIT = 200_000
+
+
+def decoded_shape(path: str) -> tuple[int, int]:
+    """``(height, width)`` of an image file, decoded once with
+    :func:`usmtl.data.io.read_image` (remembered until the file changes); raises
+    :class:`ImageReadError` naming it."""
     from usmtl.data.io import read_image
 
+    try:
+        stat = os.stat(path)
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    except OSError:
+        key = None
+    if key is not None and key in _DECODED:
+        return _DECODED[key]
+    image = read_image(path)
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    if key is not None:
+        if len(_DECODED) >= _DECODED_LIMIT:
+            _DECODED.clear()
+        _DECODED[key] = shape
+    return shape
+
+
+def file_problems(manifest: Manifest, rows: Iterable[int] | None = None, progress: bool = False) -> list[str]:
+    """Missing or unreadable image and mask files, and boxes outside their image: every
+    image (and mask) is decoded once (:func:`decoded_shape`). ``progress``: a tqdm bar."""
     problems = []
     rows = range(len(manifest)) if rows is None else rows
     images, masks, boxes = manifest.image_paths(), manifest.mask_paths(), manifest.boxes()
@@ -394,43 +435,101 @@ def file_problems(manifest: Manifest, rows: Iterable[int] | None = None, progres
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(list(rows), desc="checking files", unit="image")
+        iterator = tqdm(list(rows), desc="checking images", unit="image")
     for i in iterator:
         where = manifest.where(i)
         try:
-            image = read_image(images[i])
+            shape = decoded_shape(images[i])
         except ImageReadError as exc:
             problems.append(f"{where}: missing or unreadable image: {exc}")
-            image = None
-        if image is not None and not boxes[i].is_empty:
-            h, w = image.shape[:2]
+            shape = None
+        if shape is not None and not boxes[i].is_empty:
+            h, w = shape
             if not boxes[i].inside(h, w):
                 problems.append(f"{where}: box {boxes[i]} lies outside the {w}x{h} image")
         if masks[i]:
             try:
-                mask = read_image(masks[i])
+                mask_shape = decoded_shape(masks[i])
             except ImageReadError as exc:
                 problems.append(f"{where}: missing or unreadable mask: {exc}")
                 continue
-            if image is not None and mask.shape[:2] != image.shape[:2]:
-                problems.append(f"{where}: mask is {mask.shape[1]}x{mask.shape[0]} but the image "
-                                f"is {image.shape[1]}x{image.shape[0]}")
+            if shape is not None and mask_shape != shape:
+                problems.append(f"{where}: mask is {mask_shape[1]}x{mask_shape[0]} but the image "
+                                f"is {shape[1]}x{shape[0]}")
     return problems
 
 
-def manifest_warnings(path: str, cfg=None) -> list[str]:
-    """Legitimate but suspicious labels, as warnings with counts: labels filled outside a task's
-    cohort (``cohort: parent_positive``; hospital exports often write ALNM 0 on benign masses),
-    which training and evaluation ignore. ``cfg``: the config whose tasks are checked."""
-    from usmtl.tasks import TaskGraph, cohort_warnings
+def _lines_text(lines: list[int], limit: int = 10) -> str:
+    return ", ".join(str(n) for n in lines[:limit]) + (", ..." if len(lines) > limit else "")
 
-    if cfg is None:
+
+def duplicate_warnings(manifest: Manifest, rows: Iterable[int] | None = None) -> list[str]:
+    """One warning per group of rows with the same image file and the same box (kept; see
+    the module docstring), with its lines; then their count."""
+    rows = range(len(manifest)) if rows is None else sorted(set(int(i) for i in rows))
+    paths, boxes = manifest.image_paths(), manifest.boxes()
+    groups: dict = {}
+    for i in rows:
+        groups.setdefault((os.path.normpath(paths[i]), boxes[i]), []).append(i)
+    repeated = [g for g in groups.values() if len(g) > 1]
+    if not repeated:
         return []
+    name = os.path.basename(manifest.path)
+    extra = sum(len(g) - 1 for g in repeated)
+    shown = "; ".join(f"lines {_lines_text([manifest.line(i) for i in g], 5)} "
+                      f"(image={manifest.frame.at[g[0], 'image']})" for g in repeated[:5])
+    more = f"; and {len(repeated) - 5} more group(s)" if len(repeated) > 5 else ""
+    return [f"{name}: {extra} duplicated row(s): {len(repeated)} image(s) listed more than once "
+            f"with the same box; each row is kept as a training example of its own: {shown}{more}"]
+
+
+def label_spelling_warnings(manifest: Manifest, rows: Iterable[int] | None = None,
+                            columns: Iterable[str] = BINARY_LABEL_COLUMNS) -> list[str]:
+    """One warning per 0/1 label column (``columns``) where ``yes``/``true``/``no``/``false``
+    were read as 1/0 (see the module docstring), with the count and lines."""
+    rows = range(len(manifest)) if rows is None else sorted(set(int(i) for i in rows))
+    warnings = []
+    for column in dict.fromkeys(columns):
+        if not manifest.has_column(column):
+            continue
+        cells = manifest.frame[column].map(_cell).str.lower()
+        words = [i for i in rows if cells.iat[i] in ("yes", "true", "no", "false")]
+        if words:
+            spelled = sorted(set(cells.iat[i] for i in words))
+            warnings.append(f"{os.path.basename(manifest.path)}: label {column!r} is spelled "
+                            f"{'/'.join(spelled)} on {len(words)} row(s), read as 1 (yes, true) or "
+                            f"0 (no, false) (lines {_lines_text([manifest.line(i) for i in words])})")
+    return warnings
+
+
+def row_warnings(manifest: Manifest, rows: Iterable[int] | None = None, graph=None) -> list[str]:
+    """Every warning of the rows (all, or ``rows``): duplicated rows, labels spelled as words,
+    and, with a :class:`~usmtl.tasks.TaskGraph`, labels filled outside a task's cohort (that
+    one over the whole manifest: it is a convention of its labelling)."""
+    from usmtl.tasks import cohort_warnings, parse_label
+
+    rows = None if rows is None else list(rows)
+    columns = list(BINARY_LABEL_COLUMNS)
+    if graph is not None:  # the 0/1 columns the tasks read as they are
+        columns += [parse_label(t.label)[0] for t in graph.tasks if parse_label(t.label)[1] is None]
+    warnings = duplicate_warnings(manifest, rows) + label_spelling_warnings(manifest, rows, columns)
+    if graph is not None:
+        warnings += cohort_warnings(manifest, graph)
+    return warnings
+
+
+def manifest_warnings(path: str, cfg=None) -> list[str]:
+    """Legitimate but suspicious rows, as warnings with counts (see the module docstring):
+    duplicated rows, labels spelled as words, and, with ``cfg`` (the config whose tasks are
+    checked), labels filled outside a task's cohort (``cohort: parent_positive``; hospital
+    exports often write ALNM 0 on benign masses), which training and evaluation ignore."""
+    from usmtl.tasks import TaskGraph
+
     try:
         manifest, _ = _parse_manifest(path)
     except ManifestError:
         return []  # reported by check_manifest
-    return cohort_warnings(manifest, TaskGraph.from_config(cfg.tasks))
+    return row_warnings(manifest, graph=None if cfg is None else TaskGraph.from_config(cfg.tasks))
 
 
 def check_manifest(path: str, progress: bool = False) -> list[str]:

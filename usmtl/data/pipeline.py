@@ -8,6 +8,12 @@ of the model (:class:`usmtl.model.augment.RoiAugment`) that runs inside the comp
 training step, on the accelerator where there is one. Evaluation datasets are
 deterministic: same order, no augmentation.
 
+A file that cannot be read inside a ``tf.data`` worker (it changed after the pre-check,
+:func:`usmtl.data.prepare.require_usable`) is never a crash or a hang: any exception of the
+reader becomes one :class:`ImageDecodeError` naming the file and its manifest line, which
+``tf.data`` raises as an ``OpError`` and :func:`decode_failure` finds again (callers turn
+it into a :class:`~usmtl.errors.UsmtlError`).
+
 Labels are dictionaries keyed by task name. An unknown label (NaN) is fed as 0 with a
 sample weight of 0, so it contributes nothing to its task's loss (Keras rejects
 ``class_weight`` for multi-output models; per-output sample weights are the way).
@@ -26,12 +32,14 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 
 import numpy as np
 import tensorflow as tf
 
 from usmtl.config import DataConfig
 from usmtl.data.roi import load_roi
+from usmtl.errors import ImageReadError
 
 # "auto" keeps the decoded crops in memory when they need less than this fraction of the
 # memory available now (the rest is left to the model, TensorFlow and other processes).
@@ -81,15 +89,63 @@ def resolve_cache(setting: str, n_images: int, image_size: int, cache_dir: str |
     return setting
 
 
+class ImageDecodeError(ImageReadError):
+    """An image could not be read inside a ``tf.data`` worker; the message names the file
+    and its manifest line."""
+
+
+# The failures of the readers inside tf.data workers, newest last (a worker's exception
+# reaches Python again only as the text of an OpError).
+_FAILURES: list[str] = []
+_FAILURES_GUARD = threading.Lock()
+DECODE_MARKER = "usmtl could not read an image: "
+
+
+def _record_failure(message: str) -> None:
+    with _FAILURES_GUARD:
+        _FAILURES.append(message)
+        del _FAILURES[:-100]
+
+
+def decode_failure(error: BaseException | None = None, clear: bool = True) -> str | None:
+    """The reader failure behind ``error`` (an exception raised while iterating a dataset of
+    :func:`roi_images`): the file, its manifest line and the reader's error, or None when
+    it is no such failure. Without ``error``: the last failure recorded. ``clear`` forgets
+    the failures recorded so far."""
+    with _FAILURES_GUARD:
+        last = _FAILURES[-1] if _FAILURES else None
+        if clear:
+            _FAILURES.clear()
+    if error is None:
+        return last
+    text = str(getattr(error, "message", None) or error)
+    if DECODE_MARKER in text:
+        found = text.split(DECODE_MARKER, 1)[1].split("\n", 1)[0].strip()
+        return found or last
+    return last if isinstance(error, tf.errors.OpError) and last and last in text else None
+
+
 def roi_images(paths: list[str], boxes: list, data: DataConfig, cache: str | None = None,
-               cache_dir: str | None = None, name: str = "images") -> tf.data.Dataset:
+               cache_dir: str | None = None, name: str = "images",
+               where: list[str] | None = None) -> tf.data.Dataset:
     """A deterministic dataset of ``(size, size, 3)`` uint8 RoI crops, cached as
-    :func:`resolve_cache` decides from ``data.cache`` (or ``cache`` when given)."""
+    :func:`resolve_cache` decides from ``data.cache`` (or ``cache`` when given).
+
+    ``where``: how errors name each image (``manifest.csv line 7 (image=a.png)``); default
+    its path. A reader failure is raised as an :class:`ImageDecodeError` naming it (see
+    the module docstring)."""
     size = data.image_size
+    names = [str(p) for p in paths] if where is None else [str(w) for w in where]
 
     def load(index):
         i = int(index)
-        return load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size)
+        try:
+            return load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size)
+        except Exception as exc:  # noqa: BLE001 (never let a reader's error escape as is)
+            named = str(exc) if str(paths[i]) in str(exc) else f"{paths[i]}: {exc}"
+            message = f"{names[i]}: {named}" if names[i] != str(paths[i]) else named
+            _record_failure(message)
+            raise ImageDecodeError(DECODE_MARKER + message) from None
 
     dataset = tf.data.Dataset.range(len(paths)).map(
         lambda i: tf.numpy_function(load, [i], tf.uint8, stateful=False),
@@ -129,13 +185,16 @@ def targets(labels: dict[str, np.ndarray], balance: bool = False):
 
 def make_dataset(paths, boxes, labels: dict[str, np.ndarray] | None, data: DataConfig,
                  batch_size: int, training: bool, seed: int = 0, balance: bool = False,
-                 cache_dir: str | None = None, name: str = "images") -> tf.data.Dataset:
+                 cache_dir: str | None = None, name: str = "images",
+                 where: list[str] | None = None) -> tf.data.Dataset:
     """Batched uint8 ``(image, y, sample_weight)`` for training (shuffled, full batches), or
     images (plus labels when given) in manifest order for evaluation.
 
-    ``cache_dir`` and ``name`` place the file cache when ``data.cache`` asks for one.
+    ``cache_dir`` and ``name`` place the file cache when ``data.cache`` asks for one;
+    ``where`` names the images in errors (see :func:`roi_images`).
     """
-    images = roi_images(list(paths), list(boxes), data, cache_dir=cache_dir, name=name)
+    images = roi_images(list(paths), list(boxes), data, cache_dir=cache_dir, name=name,
+                        where=where)
     if labels is None:
         return images.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     y, weights = targets(labels, balance=balance)

@@ -62,7 +62,18 @@ def crop_roi(image: np.ndarray, box: Box, margin: float = 0.1, square: bool = Tr
 
 
 def load_roi(path: str, box: Box, margin: float, square: bool, size: int) -> np.ndarray:
-    """Read an image file and return its RoI as ``(size, size, 3)`` uint8."""
-    from usmtl.data.io import read_image
+    """Read an image file and return its RoI as ``(size, size, 3)`` uint8.
 
-    return crop_roi(read_image(path), box, margin, square, size)
+    Raises:
+        ImageReadError: for any failure, reading or cropping, naming ``path``.
+    """
+    from usmtl.data.io import read_image
+    from usmtl.errors import ImageReadError
+
+    image = read_image(path)
+    try:
+        return crop_roi(image, box, margin, square, size)
+    except Exception as exc:
+        raise ImageReadError(f"{path}: cannot crop the RoI {box} out of the "
+                             f"{image.shape[1]}x{image.shape[0]} image "
+                             f"({type(exc).__name__}: {exc})") from exc

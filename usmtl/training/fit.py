@@ -16,6 +16,32 @@ The run directory (:class:`usmtl.run.Run`) holds::
 and is locked while it trains (:meth:`usmtl.run.Run.lock`): a second ``fit`` or
 ``--resume`` of it is refused at once, naming the process that holds it.
 
+Failing safe (each case ends with a message that says what to do):
+
+- The data are checked before anything is written (:func:`usmtl.data.prepare.prepare_data`:
+  ``usmtl check``'s checks plus every image decoded once).
+- One class among a task's known training labels: a *root* task is refused before training
+  (nothing to learn, and no AUC to pick the best checkpoint by); a *child* task is trained
+  (its hinge still ties it to its parent) but left out of the best-checkpoint score
+  (``val_auc``), with a warning. A task with one class among its validation labels is left
+  out of that score too (its AUC is undefined), with a warning.
+- An error of usmtl during training (an image that cannot be read after all, a full disk,
+  a non-finite loss) marks the run ``failed`` with its reason and is raised as a
+  :class:`~usmtl.errors.UsmtlError` (the CLI exits 2).
+- A non-finite loss or weight stops training at once (:func:`usmtl.training.loop.finite_guard`):
+  nothing of that epoch is saved, ``best.keras`` and the backup stay those of the last good
+  epochs, and the message names the epoch and the likely cause.
+- Checkpoints and the backup are written whole or not at all; a full disk names the path
+  and the space needed, and ``--resume`` continues from the last complete backup once
+  space is freed (:func:`usmtl.training.loop.crash_safe_backup`).
+- SIGINT or SIGTERM stops after the current step: the run stays ``running`` with its last
+  complete backup, the command that resumes it is printed, and :class:`TrainingInterrupted`
+  (a ``SystemExit`` of status 130 or 143) ends the process.
+- Re-running a failed run: a plain ``fit`` (without ``--resume``) into a run directory whose
+  status is ``failed`` and that holds no trained epoch (no row in ``history.csv``, nothing in
+  ``checkpoints/`` or ``backup/``) clears it and starts again, with a note; any other
+  directory that is not empty is refused (``--resume`` continues it).
+
 Example:
     >>> from usmtl.config import load_config
     >>> from usmtl.training.fit import fit
@@ -32,6 +58,7 @@ import dataclasses
 import math
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -44,7 +71,34 @@ from usmtl.errors import UsmtlError
 from usmtl.evaluation.metrics import binary_metrics
 from usmtl.evaluation.predictions import predictions_frame
 from usmtl.run import (BEST_STATE, CONFIG_FILE, RUN_FILE, SPLIT_FILE, VAL_METRICS, VERSIONS_FILE,
-                       Run, write_csv_atomic)
+                       Run, write_csv_atomic, write_text_atomic)
+
+
+class TrainingInterrupted(SystemExit):
+    """``fit`` stopped on SIGINT or SIGTERM and left its run resumable (status ``running``,
+    last complete backup intact). A ``SystemExit`` whose ``code`` is 128 + the signal's
+    number (130 for SIGINT, 143 for SIGTERM, the status of a process the signal ended), so
+    that the CLI exits with it; ``str()`` is the message, which ``fit`` has printed."""
+
+    def __init__(self, signum: int, run_dir: str, message: str):
+        super().__init__(128 + int(signum))
+        self.signum, self.run_dir, self.message = int(signum), run_dir, message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def resume_command(run_dir: str) -> str:
+    """The command that continues the run in ``run_dir``."""
+    return f"usmtl fit --resume --out {shlex.quote(str(run_dir))}"
+
+
+def _note(text: str) -> None:
+    print(f"Note: {text}", file=sys.stderr, flush=True)
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass
@@ -80,13 +134,18 @@ def library_versions() -> dict:
 # ---------------------------------------------------------------------------------------
 
 
-def _make_validation_callback(dataset, labels: dict, run: Run, predict, keep_best: bool = True):
+def _make_validation_callback(dataset, labels: dict, run: Run, predict, keep_best: bool = True,
+                              scored=None):
     import keras
+
+    from usmtl.training.loop import save_model_file
+
+    scored = list(labels) if scored is None else list(scored)
 
     class ValidationCheckpoint(keras.callbacks.Callback):
         """Per epoch: masked validation AUC and BCE per task into the logs (``val_auc`` is
-        their mean), and, with ``keep_best``, ``best.keras`` saved when ``val_auc`` improves
-        (``train.checkpoint: best``)."""
+        the mean over the ``scored`` tasks), and, with ``keep_best``, ``best.keras`` saved
+        when ``val_auc`` improves (``train.checkpoint: best``)."""
 
         def __init__(self):
             super().__init__()
@@ -102,7 +161,8 @@ def _make_validation_callback(dataset, labels: dict, run: Run, predict, keep_bes
                 p = np.clip(np.ravel(probs[name]).astype(float), 1e-7, 1 - 1e-7)
                 known = ~np.isnan(y)
                 auc = binary_metrics(y, p)["auc"]
-                aucs.append(auc)
+                if name in scored:
+                    aucs.append(auc)
                 logs[f"val_auc_{name}"] = auc
                 logs[f"val_loss_{name}"] = float(-np.mean(
                     y[known] * np.log(p[known]) + (1 - y[known]) * np.log(1 - p[known]))) \
@@ -112,8 +172,9 @@ def _make_validation_callback(dataset, labels: dict, run: Run, predict, keep_bes
             logs["val_auc"] = score
             if keep_best and not math.isnan(score) and score > self.best:
                 self.best = score
-                self.model.save(run.best_model)
-                run.write_json(BEST_STATE, {"epoch": epoch + 1, "val_auc": score})
+                save_model_file(self.model, run.best_model)
+                run.write_json(BEST_STATE, {"epoch": epoch + 1, "val_auc": score,
+                                            "scored": scored})
 
     return ValidationCheckpoint()
 
@@ -131,20 +192,23 @@ def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
     With ``resume=True`` the run's own config, manifest and split are used, training goes
     on from the last finished epoch, and a finished run is returned as it is. Extra Keras
     ``callbacks`` run after the built-in ones. The run directory is locked from before its
-    first file is written (or, resuming, before it is read) to the end of training.
+    first file is written (or, resuming, before it is read) to the end of training. A fresh
+    fit into a ``failed`` run that holds no trained epoch clears it first (module docstring).
 
     Raises:
         UsmtlError: a bad config, manifest or split (nothing is written then), a directory
             that is not empty (fresh) or not a run (resume), or one that another process is
-            training. An error of usmtl during training marks the run ``failed``.
+            training. An error of usmtl during training (an unreadable image, a full disk,
+            a non-finite loss) marks the run ``failed`` with its reason.
+        TrainingInterrupted: SIGINT or SIGTERM stopped training; the run is resumable.
     """
     extra_callbacks = list(callbacks)
     started = time.time()
-    from usmtl.training.loop import is_chief
+    from usmtl.training.loop import StopRequested, StopSignals, is_chief
 
     chief = is_chief()
     run = Run.open(out_dir) if resume else _new_run(cfg, manifest_path, out_dir, chief)
-    data = None if resume else prepare_data(cfg, manifest_path, split_file)  # before any write
+    data = None if resume else _prepare(cfg, manifest_path, split_file)  # before any write
     # Only the chief writes (and locks) the run directory; other workers of a multi-worker
     # run write to a temporary one (the standard Keras multi-worker pattern).
     with run.lock() if chief else contextlib.nullcontext():
@@ -152,15 +216,23 @@ def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
             return _result(run, time.time() - started)
         if resume:
             cfg, data = _resume_run(run, chief)
+        elif chief and run.contents():
+            _restart_failed(run)
         write_run = run if chief else Run(_worker_dir(out_dir if resume else None))
+        # From here on SIGINT and SIGTERM stop training cleanly (module docstring).
         try:
-            if not resume:
-                Run.create(write_run.path, cfg, manifest_path, data.split)
-            try:
-                seconds = _train(cfg, data, write_run, verbose, extra_callbacks, started)
-            except UsmtlError as exc:
-                write_run.mark_failed(exc)
-                raise
+            with StopSignals() as stop:
+                try:
+                    if not resume:
+                        Run.create(write_run.path, cfg, manifest_path, data.split)
+                    try:
+                        seconds = _train(cfg, data, write_run, verbose, extra_callbacks,
+                                         started, stop)
+                    except UsmtlError as exc:
+                        _mark_failed(write_run, exc)
+                        raise _with_next_step(exc, write_run, out_dir) from exc
+                except StopRequested as exc:
+                    raise _interrupted(exc, write_run, out_dir, cfg) from None
             result = _result(write_run, seconds)
         finally:
             if write_run is not run:
@@ -168,20 +240,118 @@ def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
     return dataclasses.replace(result, run_dir=out_dir)
 
 
+def _prepare(cfg, manifest_path, split_file):
+    """:func:`~usmtl.data.prepare.prepare_data`, refusing a root task with one class among
+    its training labels and warning about a child task (module docstring)."""
+    data = prepare_data(cfg, manifest_path, split_file)
+    for name, why in data.one_class.items():
+        task = data.graph.by_name[name]
+        if task.parent is None:
+            raise UsmtlError(f"Task {name!r} cannot be trained: {why}; a task needs both classes "
+                             f"among its training images (its AUC, which picks the best "
+                             f"checkpoint, is undefined otherwise). Check the {task.label!r} "
+                             f"labels of {manifest_path}, or choose another split "
+                             f"(--set data.split_seed=..., --split-file)")
+        _warn(f"task {name!r}: {why}; it is trained but left out of the best-checkpoint "
+              f"score (val_auc)")
+    return data
+
+
 def _new_run(cfg, manifest_path, out_dir, chief) -> Run:
-    """The run directory of a fresh fit, refused at once when it is not empty."""
+    """The run directory of a fresh fit, refused at once when it is not empty (unless it
+    is a failed run that may start again, see :func:`restartable`)."""
     if cfg is None or manifest_path is None:
         raise UsmtlError("fit needs a config and a manifest (or resume=True)")
     run = Run(out_dir)
-    if chief:
+    if chief and not restartable(run):
         run.require_empty()
     return run
+
+
+def trained_epochs(run: Run) -> bool:
+    """Whether the run holds anything of a finished epoch: a row of ``history.csv``, a file
+    in ``checkpoints/`` or in ``backup/``."""
+    for folder in (run.checkpoints_dir, run.backup_dir):
+        if os.path.isdir(folder) and os.listdir(folder):
+            return True
+    if os.path.isfile(run.history_path):
+        with open(run.history_path, errors="replace") as f:
+            return sum(1 for line in f if line.strip()) > 1
+    return False
+
+
+def restartable(run: Run) -> bool:
+    """Whether a fresh fit may clear ``run`` and start again: its status is ``failed``, it
+    holds no trained epoch (:func:`trained_epochs`) and no process holds it."""
+    try:
+        if run.status != "failed":
+            return False
+    except UsmtlError:  # an unreadable run.json: not a run to clear
+        return False
+    return not trained_epochs(run) and run.holder_in_use() is None
+
+
+def _restart_failed(run: Run) -> None:
+    """Clear a failed run that holds no trained epoch (checked again under the lock)."""
+    if not restartable(run):
+        run.require_empty()
+        return
+    error = (run.info().get("error") or "no reason recorded").splitlines()[0]
+    error = error if len(error) <= 160 else error[:157] + "..."
+    _note(f"{run.path}: its previous fit failed before finishing an epoch ({error}); "
+          f"clearing it and starting again")
+    run.clear()
+
+
+def _mark_failed(run: Run, exc: BaseException) -> None:
+    """``run.mark_failed(exc)``; when even that cannot be written (a full disk), a note."""
+    try:
+        run.mark_failed(exc)
+    except UsmtlError as again:
+        _note(f"could not mark {run.path} failed: {again}")
+
+
+def _with_next_step(exc: UsmtlError, run: Run, out_dir: str) -> UsmtlError:
+    """``exc`` with the command that continues or restarts the run appended."""
+    from usmtl.training.loop import NonFiniteError
+
+    if isinstance(exc, NonFiniteError):
+        return exc  # its message says what to change; resuming would fail the same way
+    if trained_epochs(run):
+        step = (f"The run is kept (status failed): once the cause is fixed, resume it with: "
+                f"{resume_command(out_dir)}")
+    else:
+        step = ("No epoch had finished: once the cause is fixed, run the same 'usmtl fit' "
+                "command again; it clears the failed run and starts it again.")
+    return type(exc)(f"{exc}\n{step}") if type(exc).__init__ is UsmtlError.__init__ \
+        else UsmtlError(f"{exc}\n{step}")
+
+
+def _interrupted(stop, run: Run, out_dir: str, cfg) -> "TrainingInterrupted":
+    """The :class:`TrainingInterrupted` of a :class:`~usmtl.training.loop.StopRequested`,
+    its message printed."""
+    from usmtl.training.loop import find_backup, signal_name
+
+    found = find_backup(run.backup_dir, note=lambda text: None)
+    epochs = cfg.train.epochs if cfg is not None else "?"
+    if stop.epoch is None:
+        when = "at once"
+    elif stop.finished:
+        when = f"after epoch {stop.epoch + 1}/{epochs}"
+    else:
+        when = f"during epoch {stop.epoch + 1}/{epochs} (that epoch is abandoned)"
+    backup = f"its backup of epoch {found[0]} is intact" if found else \
+        "no epoch had finished: resuming starts from the first"
+    message = (f"Interrupted by {signal_name(stop.signum)} {when}. The run is kept and can be "
+               f"resumed (status running; {backup}).\nResume it with: {resume_command(out_dir)}")
+    print(f"\n{message}", file=sys.stderr, flush=True)
+    return TrainingInterrupted(stop.signum, out_dir, message)
 
 
 def _resume_run(run: Run, chief: bool):
     """The config and data of a run to resume; a failed run is running again."""
     cfg = run.config()
-    data = prepare_data(cfg, run.manifest_path, run.split_path)
+    data = _prepare(cfg, run.manifest_path, run.split_path)
     if chief and run.status == "failed":
         run.mark_running()
     return cfg, data
@@ -217,39 +387,106 @@ class _Inputs:
     val_idx: np.ndarray   # manifest rows of the validation images
     val_labels: dict      # {task: labels of the validation images}
     steps: int            # training steps per epoch
+    unscored: dict = dataclasses.field(default_factory=dict)  # {child task: why}: one class
 
 
-def _train(cfg, data, run: Run, verbose, extra_callbacks, started) -> float:
-    """Build, train and evaluate into ``run``; returns the run's seconds."""
-    from usmtl.training.loop import resolve_precision, resolve_strategy, strategy_name, train
+def _train(cfg, data, run: Run, verbose, extra_callbacks, started, stop=None) -> float:
+    """Build, train and evaluate into ``run``; returns the run's seconds. ``stop``: the
+    :class:`~usmtl.training.loop.StopSignals` that may ask training to stop."""
+    from usmtl.training.loop import (StopRequested, resolve_precision, resolve_strategy,
+                                     strategy_name, train)
 
     strategy = resolve_strategy(cfg.train.strategy)  # first: before TF starts its runtime
 
     import keras
 
+    from usmtl.data.pipeline import decode_failure
     from usmtl.model.precision import precision_policy
 
+    decode_failure()  # forget the failures of earlier datasets of this process
     run.write_json(VERSIONS_FILE, library_versions())
     os.makedirs(run.checkpoints_dir, exist_ok=True)
+    _trim_history(run)
     keras.utils.set_random_seed(cfg.train.seed)
     precision = resolve_precision(cfg.train.precision)
     with precision_policy(precision):
-        inputs = _build_inputs(cfg, data, run)
-        model, jit, steps_per_execution = _build_model(cfg, strategy, inputs.steps)
-        callbacks = _build_callbacks(cfg, run, inputs, model, extra_callbacks)
-        if verbose == "auto":
-            verbose = 1 if sys.stdout.isatty() else 2
-        train(model, inputs.train_ds, strategy, epochs=cfg.train.epochs,
-              steps_per_epoch=inputs.steps, callbacks=callbacks, verbose=verbose,
-              steps_per_execution=steps_per_execution, jit_compile=jit)
-        _write_outputs(cfg, data, run, model, inputs)
+        try:
+            inputs = _build_inputs(cfg, data, run)
+            model, jit, steps_per_execution = _build_model(cfg, strategy, inputs.steps)
+            callbacks = _build_callbacks(cfg, run, inputs, model, extra_callbacks, precision)
+            if verbose == "auto":
+                verbose = 1 if sys.stdout.isatty() else 2
+            train(model, inputs.train_ds, strategy, epochs=cfg.train.epochs,
+                  steps_per_epoch=inputs.steps, callbacks=callbacks, verbose=verbose,
+                  steps_per_execution=steps_per_execution, jit_compile=jit, stop=stop)
+            _write_outputs(cfg, data, run, model, inputs)
+        except (UsmtlError, StopRequested, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            error = _training_error(exc, data, run)
+            if error is None:
+                raise
+            raise error from exc
     seconds = time.time() - started
     run.mark_finished(precision=precision, strategy=strategy_name(strategy),
                       replicas=int(strategy.num_replicas_in_sync), jit_compile=bool(jit),
                       steps_per_execution=int(steps_per_execution),
                       train_images=inputs.train_images, val_images=int(len(inputs.val_idx)),
                       seconds=round(seconds, 1))
+    # Only needed to resume: removed once the run is finished (as BackupAndRestore did).
+    shutil.rmtree(run.backup_dir, ignore_errors=True)
     return seconds
+
+
+def _training_error(exc: Exception, data, run: Run) -> UsmtlError | None:
+    """The :class:`UsmtlError` that an exception of training stands for: an image that
+    could not be read inside ``tf.data``, or a full disk; None for any other."""
+    import errno
+
+    from usmtl.data.pipeline import decode_failure
+    from usmtl.training.loop import DiskFullError, free_bytes, human_bytes
+
+    failure = decode_failure(exc)
+    if failure is not None:
+        return UsmtlError(f"Training stopped: an image could not be read: {failure}. The check "
+                          f"before training read it: did the file change since? Fix or remove "
+                          f"that row ('usmtl check {data.manifest.path}' reports every problem)")
+    text = str(exc)
+    if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) \
+            or "No space left on device" in text:
+        filename = getattr(exc, "filename", None)
+        where = filename or f"the run directory {run.path}"
+        free = free_bytes(os.path.dirname(os.path.abspath(filename)) if filename else run.path)
+        return DiskFullError(f"Training stopped: no space left on the device writing {where} "
+                             f"({'unknown' if free is None else human_bytes(free)} free): "
+                             f"{text.splitlines()[0] if text else type(exc).__name__}")
+    return None
+
+
+def _trim_history(run: Run) -> None:
+    """Keep the rows of ``history.csv`` that the backup covers: the epochs after it are
+    trained again on resume (and would be logged twice)."""
+    from usmtl.training.loop import find_backup
+
+    if not os.path.isfile(run.history_path):
+        return
+    found = find_backup(run.backup_dir, note=lambda text: None)
+    done = found[0] if found else 0
+    with open(run.history_path, newline="") as f:
+        lines = f.readlines()
+    if not lines:
+        return
+    header, rows = lines[0], lines[1:]
+    kept = [row for row in rows if row.strip() and _epoch_of(row) is not None and _epoch_of(row) < done]
+    if len(kept) != len([r for r in rows if r.strip()]):
+        write_text_atomic(run.history_path, "".join([header] + kept))
+
+
+def _epoch_of(row: str) -> int | None:
+    try:
+        return int(float(row.split(",", 1)[0]))
+    except ValueError:
+        return None
 
 
 def _build_inputs(cfg, data, run: Run) -> _Inputs:
@@ -268,11 +505,15 @@ def _build_inputs(cfg, data, run: Run) -> _Inputs:
     batch = cfg.train.batch_size
     train_ds = make_dataset(train_paths, train_boxes, train_labels, cfg.data, batch, training=True,
                             seed=cfg.train.seed, balance=cfg.train.balance_classes,
-                            cache_dir=run.cache_dir, name="train")
+                            cache_dir=run.cache_dir, name="train",
+                            where=[manifest.where(i) for i in train_idx])
     val_ds = make_dataset(val_paths, val_boxes, None, cfg.data, batch, training=False,
-                          cache_dir=run.cache_dir, name="val")
+                          cache_dir=run.cache_dir, name="val",
+                          where=[manifest.where(i) for i in val_idx])
     return _Inputs(train_ds, val_ds, int(len(train_idx)), val_idx, val_labels,
-                   max(1, len(train_idx) // batch))
+                   max(1, len(train_idx) // batch),
+                   {t: why for t, why in (getattr(data, "one_class", {}) or {}).items()
+                    if data.graph.by_name[t].parent is not None})
 
 
 def _build_model(cfg, strategy, steps: int):
@@ -290,35 +531,103 @@ def _build_model(cfg, strategy, steps: int):
     return model, jit, steps_per_execution
 
 
-def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks) -> list:
-    """Backup (to resume), validation and best checkpoint, early stopping, CSV history and
-    TensorBoard, then the caller's callbacks."""
+def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
+                     precision: str = "float32") -> list:
+    """In this order: the guard against non-finite losses (first: no later callback sees a
+    bad epoch), validation and best checkpoint, early stopping, CSV history, TensorBoard,
+    the backup (to resume; after the history, so that a row is never missing for an epoch
+    the backup holds), then the caller's callbacks."""
     import keras
 
-    from usmtl.training.loop import predict_function
+    from usmtl.training.loop import crash_safe_backup, finite_guard, predict_function
 
-    callbacks = [keras.callbacks.BackupAndRestore(run.backup_dir)]
+    callbacks = [finite_guard(_non_finite_explainer(cfg, run, precision))]
     if len(inputs.val_idx):
+        scored = _scored_tasks(inputs)
+        keep_best = cfg.train.checkpoint == "best"
+        if keep_best and not scored:
+            _warn("no task has both classes among its known validation labels, so no epoch "
+                  "has a validation AUC: the model kept (best.keras) is the last epoch's")
         callbacks.append(_make_validation_callback(inputs.val_ds, inputs.val_labels, run,
                                                    predict_function(model),
-                                                   keep_best=cfg.train.checkpoint == "best"))
+                                                   keep_best=keep_best, scored=scored))
         if cfg.train.early_stopping > 0:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_auc", mode="max", patience=cfg.train.early_stopping))
     return callbacks + [
         keras.callbacks.CSVLogger(run.history_path, append=True),
         keras.callbacks.TensorBoard(run.logs_dir, write_graph=False, profile_batch=0),
+        crash_safe_backup(run.backup_dir),
     ] + list(extra_callbacks)
+
+
+def _scored_tasks(inputs: _Inputs) -> list[str]:
+    """The tasks whose validation AUC enters ``val_auc`` (the best-checkpoint score): not
+    child tasks with one class among their training labels (``PreparedData.one_class``),
+    nor those with one class among their validation labels (no AUC); a warning for each."""
+    scored = []
+    for name, y in inputs.val_labels.items():
+        if name in inputs.unscored:
+            continue
+        classes = np.unique(y[~np.isnan(y)])
+        if len(classes) < 2:
+            what = "no known label" if len(classes) == 0 else \
+                f"only label {int(classes[0])} ({int(np.sum(~np.isnan(y)))} images)"
+            _warn(f"task {name!r} has {what} among the validation images: its AUC is undefined "
+                  f"and left out of the best-checkpoint score (val_auc)")
+            continue
+        scored.append(name)
+    return scored
+
+
+def _non_finite_explainer(cfg, run: Run, precision: str):
+    """The message of a non-finite loss (see :func:`usmtl.training.loop.finite_guard`):
+    where, what, the likely cause, and what was kept."""
+    def explain(epoch, batch, what):
+        where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "'s end")
+        lr = float(cfg.train.learning_rate)
+        if lr >= 0.1:
+            causes = [f"the learning rate train.learning_rate={lr:g} is far too high (1e-4 to "
+                      f"1e-2 is usual): lower it"]
+        else:
+            causes = [f"a learning rate too high for this model and data "
+                      f"(train.learning_rate={lr:g}): try a tenth of it"]
+        if "16" in precision:
+            causes.append(f"an overflow in {precision}: try --set train.precision=float32")
+        causes.append("labels or images (run 'usmtl check' on the manifest)")
+        return (f"Training stopped at {where}: {what}. Likely cause: "
+                + "; or ".join(causes) + f". Nothing of epoch {epoch + 1} was saved; "
+                + _kept_text(run))
+    return explain
+
+
+def _kept_text(run: Run) -> str:
+    """What a failed run keeps, and what to do next."""
+    from usmtl.training.loop import find_backup
+
+    kept = []
+    if os.path.isfile(run.best_model):
+        state = run.read_json(BEST_STATE) if os.path.isfile(run.best_state_path) else {}
+        kept.append(f"the last good checkpoint is {run.best_model} (epoch {state.get('epoch', '?')})")
+    found = find_backup(run.backup_dir, note=lambda text: None)
+    if found:
+        kept.append(f"the backup of epoch {found[0]} is intact")
+    if not kept:
+        return ("no epoch had finished, so nothing was kept: run the same command again with "
+                "the cause fixed (it clears the failed run and starts it again).")
+    return "; ".join(kept) + ". Train again into a new --out with the cause fixed."
 
 
 def _write_outputs(cfg, data, run: Run, model, inputs: _Inputs) -> None:
     """The last and the kept checkpoint, validation predictions and metrics; the file cache
     goes (a finished run does not keep gigabytes of crops)."""
-    model.save(run.last_model)
+    from usmtl.training.loop import save_model_file
+
+    save_model_file(model, run.last_model)
     if cfg.train.checkpoint == "last" or not os.path.isfile(run.best_model):
         # train.checkpoint: last, or no validation set, or no AUC ever defined: the model
         # kept is the last epoch's.
-        model.save(run.best_model)
+        save_model_file(model, run.best_model)
         run.write_json(BEST_STATE, {"epoch": cfg.train.epochs, "val_auc": None, "checkpoint": "last"})
     if len(inputs.val_idx):
         _write_validation(data, run, inputs)

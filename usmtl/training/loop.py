@@ -15,6 +15,25 @@ switches: ``jit_compile`` (XLA on the per-step function, as Keras does) and
 ``steps_per_execution`` (several steps per call of the outer function, in a ``tf.range``
 loop over the distributed iterator).
 
+Failing safe (the second half of this module):
+
+- :class:`StopSignals`: the first SIGINT or SIGTERM asks :func:`train` to stop after the
+  current step (it raises :class:`StopRequested`; an unfinished epoch is abandoned, so
+  nothing of it is saved), a second one stops at once. Whatever stops training, the
+  ``tf.data`` iterator is released before the exception leaves :func:`train` (left to the
+  interpreter's exit, its threads made the process abort).
+- :func:`finite_guard`: the first non-finite batch loss, epoch loss or weight raises a
+  :class:`NonFiniteError` before any checkpoint or backup of that epoch is written.
+- :func:`crash_safe_backup` replaces ``keras.callbacks.BackupAndRestore``: each epoch's
+  state is written whole to memory, then to a temporary file, renamed, and only then named
+  by ``backup/complete.json`` (written last, atomically); the previous state is deleted
+  after that. A write that fails (disk full) leaves the previous backup complete and is a
+  :class:`DiskFullError` naming the path and the space needed, never a crash inside HDF5;
+  a state that ``complete.json`` does not name, or that fails its size or CRC check, is
+  never loaded.
+- :func:`save_model_file`: ``.keras`` files written the same way (memory, temporary file,
+  rename).
+
 Example:
     >>> import tensorflow as tf
     >>> from usmtl.training.loop import train
@@ -26,10 +45,22 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
 import json
+import math
 import os
+import secrets
+import shutil
+import signal
+import sys
+import threading
+import zipfile
 
 import numpy as np
+
+from usmtl.errors import UsmtlError
 
 
 def tf_config() -> dict:
@@ -217,11 +248,14 @@ def _python_logs(logs) -> dict:
 
 
 def train(model, dataset, strategy, *, epochs: int, steps_per_epoch: int, callbacks=(),
-          verbose=2, steps_per_execution: int = 1, jit_compile: bool = False):
+          verbose=2, steps_per_execution: int = 1, jit_compile: bool = False, stop=None):
     """Train a compiled ``model`` on ``dataset`` (batches of ``(x, y, sample_weight)``,
     exactly ``steps_per_epoch`` per epoch) under ``strategy``; returns the History.
 
     The model and its optimizer must have been created under ``strategy.scope()``.
+    ``stop``: a :class:`StopSignals` (anything with a ``requested`` attribute): once it is
+    set, :class:`StopRequested` is raised after the current step (the epoch is abandoned)
+    or after the epoch's callbacks when that step ended the epoch.
     """
     import keras
     import tensorflow as tf
@@ -239,27 +273,42 @@ def train(model, dataset, strategy, *, epochs: int, steps_per_epoch: int, callba
 
     model.stop_training = False
     callback_list.on_train_begin()
-    initial_epoch = int(getattr(model, "_initial_epoch", None) or 0)  # set by BackupAndRestore
+    initial_epoch = int(getattr(model, "_initial_epoch", None) or 0)  # set by the backup
     epoch_logs: dict = {}
-    for epoch in range(initial_epoch, epochs):
-        model.reset_metrics()
-        callback_list.on_epoch_begin(epoch)
-        iterator = iter(distributed)
-        step, logs = 0, {}
-        while step < steps_per_epoch:
-            n = min(steps_per_execution, steps_per_epoch - step)
-            callback_list.on_train_batch_begin(step)
-            logs = _python_logs(run(iterator, tf.constant(n)))
-            step += n
-            callback_list.on_train_batch_end(step - 1, logs)
+    iterator = None
+    try:
+        for epoch in range(initial_epoch, epochs):
+            if stop is not None and stop.requested:  # asked before training began
+                raise StopRequested(stop.requested, epoch, finished=False)
+            model.reset_metrics()
+            callback_list.on_epoch_begin(epoch)
+            iterator = iter(distributed)
+            step, logs = 0, {}
+            while step < steps_per_epoch:
+                n = min(steps_per_execution, steps_per_epoch - step)
+                callback_list.on_train_batch_begin(step)
+                logs = _python_logs(run(iterator, tf.constant(n)))
+                step += n
+                callback_list.on_train_batch_end(step - 1, logs)
+                if stop is not None and stop.requested and step < steps_per_epoch:
+                    raise StopRequested(stop.requested, epoch, finished=False)
+                if model.stop_training:
+                    break
+            if sync is not None:  # before validation and checkpoints read them
+                sync()
+            epoch_logs = dict(logs)
+            callback_list.on_epoch_end(epoch, epoch_logs)
+            iterator = None
+            if stop is not None and stop.requested and epoch + 1 < epochs:
+                raise StopRequested(stop.requested, epoch, finished=True)
             if model.stop_training:
                 break
-        if sync is not None:  # before validation and checkpoints read them
-            sync()
-        epoch_logs = dict(logs)
-        callback_list.on_epoch_end(epoch, epoch_logs)
-        if model.stop_training:
-            break
+    except BaseException as exc:
+        # Release the tf.data iterator (and its worker threads) now: left to the
+        # interpreter's exit, they abort the process ("terminate called ...") or hang it.
+        iterator = distributed = None
+        release_frames(exc)
+        raise
     callback_list.on_train_end(logs=epoch_logs)
     model._initial_epoch = None
     return history
@@ -278,10 +327,377 @@ def predict_function(model, jit_compile: bool = False):
 
     def predict(dataset):
         parts: dict = {}
-        for batch in dataset:
-            x = batch[0] if isinstance(batch, tuple) else batch
-            for name, value in infer(x).items():
-                parts.setdefault(name, []).append(np.asarray(value))
+        iterator = iter(dataset)
+        try:
+            for batch in iterator:
+                x = batch[0] if isinstance(batch, tuple) else batch
+                for name, value in infer(x).items():
+                    parts.setdefault(name, []).append(np.asarray(value))
+        except BaseException as exc:
+            iterator = None  # release tf.data's threads now (see train)
+            release_frames(exc)
+            raise
         return {name: np.concatenate(values) for name, values in parts.items()}
 
     return predict
+
+
+def release_frames(exc: BaseException) -> None:
+    """Drop the local variables of the frames that ``exc`` (and the exceptions it chains)
+    passed through, then collect: a ``tf.data`` iterator held there (an argument of the
+    step function) is destroyed now, its worker threads stopped, rather than at the
+    interpreter's exit, where they abort or hang the process."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            # TensorFlow filters its own frames out of tracebacks, but the frames it keeps
+            # hold them through f_back: clear the whole chain (executing frames refuse).
+            frame = tb.tb_frame
+            while frame is not None:
+                with contextlib.suppress(RuntimeError):
+                    frame.clear()
+                frame = frame.f_back
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+    gc.collect()
+
+
+# ---------------------------------------------------------------------------------------
+# Failing safe: stop signals
+# ---------------------------------------------------------------------------------------
+
+
+class StopRequested(Exception):
+    """:func:`train` stopped on a signal (``signum``) during epoch ``epoch`` (0-based):
+    after its last step and callbacks (``finished``), or abandoning it."""
+
+    def __init__(self, signum: int, epoch: int | None, finished: bool = False):
+        self.signum, self.epoch, self.finished = int(signum), epoch, finished
+        super().__init__(f"stopped by {signal_name(signum)}")
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class StopSignals:
+    """While active (a context manager), SIGINT and SIGTERM ask training to stop.
+
+    The first signal sets ``requested`` (its number) and prints ``notice``: :func:`train`
+    stops after the current step. A second one raises :class:`StopRequested` at once.
+    Handlers are installed only in the main thread (Python delivers signals there) and
+    the previous ones are restored on exit.
+    """
+
+    def __init__(self, notice: str = "stopping after the current step (press Ctrl-C, or send "
+                                      "the signal, again to stop at once)",
+                 signals=(signal.SIGINT, signal.SIGTERM)):
+        self.notice, self.signals = notice, tuple(signals)
+        self.requested: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:
+            raise StopRequested(signum, None)
+        self.requested = signum
+        print(f"\n{signal_name(signum)} received: {self.notice}", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                with contextlib.suppress(ValueError, OSError):
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(signum, handler)
+        self._previous.clear()
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# Failing safe: non-finite losses and weights
+# ---------------------------------------------------------------------------------------
+
+
+class NonFiniteError(UsmtlError):
+    """Training produced a non-finite loss or weight; nothing of that epoch was saved."""
+
+
+def finite_guard(explain):
+    """A callback that raises :class:`NonFiniteError` on the first non-finite loss of a
+    batch (``loss`` and every ``*_loss`` in the logs), of an epoch, or weight at an epoch's
+    end. Put it first among the callbacks: no later one sees the epoch.
+
+    ``explain(epoch, batch, what)``: the error's message (``epoch`` 0-based, ``batch`` the
+    0-based batch or None at the epoch's end, ``what`` says what is not finite, in words).
+    """
+    import keras
+
+    def bad_losses(logs) -> dict:
+        return {k: v for k, v in (logs or {}).items()
+                if (k == "loss" or k.endswith("_loss")) and not math.isfinite(float(v))}
+
+    class StopOnNonFinite(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            bad = bad_losses(logs)
+            if bad:
+                raise NonFiniteError(explain(self.epoch, batch, _losses_text(bad)))
+
+        def on_epoch_end(self, epoch, logs=None):
+            bad = bad_losses(logs)
+            if bad:
+                raise NonFiniteError(explain(epoch, None, _losses_text(bad)))
+            for variable in self.model.variables:
+                value = np.asarray(variable)
+                if value.dtype.kind == "f" and not np.isfinite(value).all():
+                    name = getattr(variable, "path", None) or getattr(variable, "name", "?")
+                    raise NonFiniteError(explain(epoch, None, f"the weight {name} is not finite"))
+
+    return StopOnNonFinite()
+
+
+def _losses_text(values: dict) -> str:
+    return "the loss is not finite (" + ", ".join(f"{k} = {v}" for k, v in values.items()) + ")"
+
+
+# ---------------------------------------------------------------------------------------
+# Failing safe: files written whole or not at all
+# ---------------------------------------------------------------------------------------
+
+
+class DiskFullError(UsmtlError):
+    """A file could not be written for lack of space; the previous version of it is intact."""
+
+
+def human_bytes(n: float) -> str:
+    """``1.5 MB``: bytes for a reader (powers of 1024)."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024.0
+    return f"{n:.1f} TB"
+
+
+def free_bytes(folder: str) -> int | None:
+    """Bytes free for this user in ``folder``'s file system (``shutil.disk_usage``)."""
+    try:
+        return int(shutil.disk_usage(folder).free)
+    except OSError:
+        return None
+
+
+def _space_message(path: str, needed: int, free: int | None) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    have = "unknown" if free is None else human_bytes(free)
+    more = needed if free is None or free >= needed else needed - free
+    return (f"Could not write {path}: no space left on the device ({human_bytes(needed)} "
+            f"needed, {have} free in {folder}); the previous version of it, if any, is intact. "
+            f"Free at least {human_bytes(more)} more there")
+
+
+def write_file_safely(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a temporary file beside it, flushed
+    and synced, then renamed over it.
+
+    Raises:
+        DiskFullError: not enough free space (checked first with ``shutil.disk_usage``, and
+            ENOSPC/EDQUOT while writing); the message names ``path``, the bytes needed and
+            free. ``path`` is left as it was and no temporary file remains.
+        UsmtlError: any other failed write, naming ``path``.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    free = free_bytes(folder)
+    if free is not None and free < len(data):
+        raise DiskFullError(_space_message(path, len(data), free))
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            _write_all(f, data, tmp)
+        os.replace(tmp, path)
+        tmp = None
+        _sync_folder(folder)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(_space_message(path, len(data), free_bytes(folder))) from exc
+        raise UsmtlError(f"Could not write {path}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+
+def _write_all(f, data: bytes, name: str) -> None:
+    """Write, flush and sync ``data`` to the open file ``f`` (the temporary file ``name``);
+    an OSError on a full disk."""
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _sync_folder(folder: str) -> None:
+    """Make a rename in ``folder`` durable (best effort)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def model_bytes(model) -> bytes:
+    """The ``.keras`` archive of ``model`` (config, weights, optimizer state), built in
+    memory: no HDF5 library writes to disk."""
+    import io
+
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    saving_lib.save_model(model, buffer)
+    return buffer.getvalue()
+
+
+def save_model_file(model, path: str) -> None:
+    """``model.save(path)`` for a ``.keras`` file, written whole or not at all
+    (:func:`write_file_safely`: a full disk is a :class:`DiskFullError`)."""
+    write_file_safely(path, model_bytes(model))
+
+
+def archive_is_whole(path: str, size: int | None = None) -> str | None:
+    """Why the ``.keras`` archive at ``path`` cannot be trusted (missing, of the wrong size,
+    not a zip file, a member failing its CRC), or None when it is whole."""
+    try:
+        actual = os.path.getsize(path)
+    except OSError:
+        return "the file is missing"
+    if size is not None and actual != size:
+        return f"it holds {actual} bytes, {size} were written"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        return f"it is not a whole archive ({exc})"
+    return None if broken is None else f"its member {broken} fails its CRC check"
+
+
+# ---------------------------------------------------------------------------------------
+# Failing safe: the backup to resume from
+# ---------------------------------------------------------------------------------------
+
+BACKUP_POINTER = "complete.json"
+_LEGACY_WEIGHTS, _LEGACY_STATE = "latest.weights.h5", "training_metadata.json"
+
+
+def _note(text: str) -> None:
+    print(f"Note: {text}", file=sys.stderr, flush=True)
+
+
+def find_backup(backup_dir: str, note=_note) -> tuple[int, str] | None:
+    """``(epochs completed, state file)`` of the complete backup in ``backup_dir``, or None.
+
+    The state ``complete.json`` names, checked (size and CRC) before it is trusted; or a
+    backup of ``keras.callbacks.BackupAndRestore`` (earlier versions of usmtl) whose HDF5
+    file reads whole. Anything else (an interrupted write, a truncated file) is skipped
+    with a ``note``, never loaded.
+    """
+    pointer = os.path.join(backup_dir, BACKUP_POINTER)
+    if os.path.isfile(pointer):
+        try:
+            with open(pointer) as f:
+                state = json.load(f)
+            epoch, name, size = int(state["epoch"]), str(state["file"]), int(state["bytes"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            note(f"skipping the backup in {backup_dir}: {pointer} cannot be read ({exc})")
+            return None
+        path = os.path.join(backup_dir, os.path.basename(name))
+        why = archive_is_whole(path, size)
+        if why is not None:
+            note(f"skipping the backup {path} (epoch {epoch}): {why}")
+            return None
+        return epoch, path
+    weights, meta = (os.path.join(backup_dir, n) for n in (_LEGACY_WEIGHTS, _LEGACY_STATE))
+    if os.path.isfile(weights) and os.path.isfile(meta):
+        try:
+            with open(meta) as f:
+                epoch = int(json.load(f)["epoch"])
+            _read_whole_h5(weights)
+        except Exception as exc:  # noqa: BLE001 (h5py raises many types)
+            note(f"skipping the backup {weights}: it cannot be read whole "
+                 f"({type(exc).__name__}: {exc})")
+            return None
+        return epoch, weights
+    return None
+
+
+def _read_whole_h5(path: str) -> None:
+    import h5py
+
+    def read(name, item):
+        if isinstance(item, h5py.Dataset):
+            item[()]
+
+    with h5py.File(path, "r") as f:
+        f.visititems(read)
+
+
+def crash_safe_backup(backup_dir: str, note=_note):
+    """A callback that backs up the training state after each epoch and restores the
+    last complete one when training begins (see the module docstring); it replaces
+    ``keras.callbacks.BackupAndRestore`` and, unlike it, leaves the backup in place at the
+    end (the caller removes it once its outputs are written)."""
+    import keras
+
+    class CrashSafeBackup(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            found = find_backup(backup_dir, note)
+            _remove_partial(backup_dir, keep=None if found is None else found[1])
+            if found is None:
+                return
+            epoch, path = found
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(path)
+            self.model._initial_epoch = epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            data = model_bytes(self.model)
+            name = f"state-e{epoch + 1:04d}.keras"
+            write_file_safely(os.path.join(backup_dir, name), data)
+            pointer = {"epoch": epoch + 1, "file": name, "bytes": len(data)}
+            write_file_safely(os.path.join(backup_dir, BACKUP_POINTER),
+                              (json.dumps(pointer) + "\n").encode())
+            _remove_partial(backup_dir, keep=os.path.join(backup_dir, name))
+
+    return CrashSafeBackup()
+
+
+def _remove_partial(backup_dir: str, keep: str | None) -> None:
+    """Remove the files of ``backup_dir`` that are no complete backup: temporary files,
+    states that ``complete.json`` does not name, a Keras backup superseded by ``keep``."""
+    if not os.path.isdir(backup_dir):
+        return
+    keep = None if keep is None else os.path.abspath(keep)
+    for entry in os.listdir(backup_dir):
+        path = os.path.abspath(os.path.join(backup_dir, entry))
+        partial = entry.endswith(".tmp") or (entry.startswith("state-") and entry.endswith(".keras"))
+        legacy = entry.startswith((_LEGACY_WEIGHTS, _LEGACY_STATE))
+        if path != keep and (partial or (legacy and keep is not None and keep.endswith(".keras"))):
+            with contextlib.suppress(OSError):
+                os.remove(path)
