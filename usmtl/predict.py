@@ -95,6 +95,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     from usmtl.data.splits import select_split_rows
     from usmtl.evaluation.predictions import predictions_frame
     from usmtl.run import Run
+    from usmtl.data.prepare import require_usable
     from usmtl.tasks import TaskGraph, label_table
 
     opened = open_model(model_path)
@@ -115,8 +116,9 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     manifest = read_manifest(input_path)
     split_file = Run(run_dir).split_path if run_dir else None
     manifest, splits = select_split_rows(manifest, split_file, split, input_path, model_path)
-    manifest.require_images()
     present = graph.present(manifest.frame.columns).tasks
+    # usmtl check's checks and every image decoded, before anything is predicted or written
+    require_usable(manifest, graph=TaskGraph(present) if present else None)
     labels = label_table(manifest, TaskGraph(present)) if present else {}
     probs = predict_arrays(model, cfg, manifest.image_paths(), manifest.boxes(), batch_size)
     return predictions_frame(manifest.frame["image"], manifest.patient_ids(), splits, probs,

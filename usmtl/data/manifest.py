@@ -208,21 +208,22 @@ def write_manifest(frame: pd.DataFrame, path: str) -> None:
 
 class Manifest:
     """A parsed manifest. ``frame`` keeps every column of the CSV as text; parsed values
-    come from the methods. Row ``i`` of the frame is line ``i + 2`` of the file."""
+    come from the methods. Row ``i`` of the frame is line ``i + 2`` of the file, and stays
+    named by its file line in a :meth:`subset`."""
 
-    def __init__(self, frame: pd.DataFrame, path: str, boxes: list[Box]):
+    def __init__(self, frame: pd.DataFrame, path: str, boxes: list[Box], lines=None):
         self.frame = frame.reset_index(drop=True)
         self.path = os.path.abspath(path)
         self.root = os.path.dirname(self.path)
         self._boxes = list(boxes)
+        self._lines = list(range(2, len(self.frame) + 2)) if lines is None else list(lines)
 
     def __len__(self) -> int:
         return len(self.frame)
 
-    @staticmethod
-    def line(index: int) -> int:
-        """The file line of frame row ``index`` (line 1 is the header)."""
-        return int(index) + 2
+    def line(self, index: int) -> int:
+        """The file line of frame row ``index`` (line 1 is the header), also in a subset."""
+        return int(self._lines[int(index)])
 
     def where(self, index: int) -> str:
         """'manifest.csv line 7 (image=a.png)': how errors name a row."""
@@ -268,9 +269,10 @@ class Manifest:
                                 f"(run 'usmtl check' for a full report)", missing[:20])
 
     def subset(self, mask) -> "Manifest":
-        """Rows where ``mask`` is true, as a new manifest (line numbers refer to the subset)."""
+        """Rows where ``mask`` is true, as a new manifest; errors still name file lines."""
         mask = np.asarray(mask, bool)
-        return Manifest(self.frame[mask], self.path, [b for b, keep in zip(self._boxes, mask) if keep])
+        return Manifest(self.frame[mask], self.path, [b for b, keep in zip(self._boxes, mask) if keep],
+                        [line for line, keep in zip(self._lines, mask) if keep])
 
 
 def read_manifest(path: str) -> Manifest:

@@ -96,6 +96,7 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
     ``cfg`` (the run's config) gives the task labels, when the manifest has them."""
     from usmtl.data.io import read_image
     from usmtl.data.manifest import read_manifest
+    from usmtl.data.prepare import require_usable
     from usmtl.data.splits import select_split_rows
     from usmtl.formats import open_model
     from usmtl.predict import parse_box
@@ -123,7 +124,7 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
     if limit is not None and limit < len(manifest):
         keep = np.arange(len(manifest)) < limit
         manifest, splits = manifest.subset(keep), splits[keep]
-    manifest.require_images()
+    require_usable(manifest)  # usmtl check's checks and every image decoded, before writing
     labels = pd.DataFrame(index=range(len(manifest)))
     if cfg is not None:
         graph = TaskGraph.from_config(cfg.tasks)

@@ -118,6 +118,7 @@ def _manifest_images(manifest_path: str, split_file: str, cfg, count: int, calib
     """Parity crops (the run's test rows of the manifest, else all rows) with their labels,
     and calibration crops (its training rows, else all rows)."""
     from usmtl.data.manifest import read_manifest
+    from usmtl.data.prepare import require_usable
     from usmtl.data.roi import load_roi
     from usmtl.data.splits import select_split_rows
     from usmtl.tasks import TaskGraph, label_table
@@ -138,7 +139,7 @@ def _manifest_images(manifest_path: str, split_file: str, cfg, count: int, calib
 
     paths, boxes = manifest.image_paths(), manifest.boxes()
     needed = sorted(set(parity_rows) | set(calib_rows))
-    manifest.require_images(needed)
+    require_usable(manifest, rows=needed, warn=None)  # check's checks, the images decoded
     size, data = cfg.data.image_size, cfg.data
     cache = {i: load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size) for i in needed}
     crops = np.stack([cache[i] for i in parity_rows])
