@@ -190,8 +190,24 @@ def make_dataset(paths, boxes, labels: dict[str, np.ndarray] | None, data: DataC
     """Batched uint8 ``(image, y, sample_weight)`` for training (shuffled, full batches), or
     images (plus labels when given) in manifest order for evaluation.
 
-    ``cache_dir`` and ``name`` place the file cache when ``data.cache`` asks for one;
-    ``where`` names the images in errors (see :func:`roi_images`).
+    Args:
+        paths, boxes: the images and their RoI boxes.
+        labels: ``{task: labels}`` with NaN for unknown (fed as 0 with sample weight 0), or
+            None for images only.
+        data: the config's data section (size, margin, cache, augmentation settings).
+        batch_size: images per batch.
+        training: shuffle and drop the last partial batch.
+        seed: the shuffle seed.
+        balance: weight each task's positives by negatives/positives.
+        cache_dir, name: where the file cache goes when ``data.cache`` asks for one.
+        where: how errors name each image (``manifest.csv line 7 (image=a.png)``).
+
+    Returns:
+        A ``tf.data.Dataset`` of uint8 images (with ``y`` and ``sample_weight`` dicts).
+
+    Raises:
+        ImageDecodeError: when iterated, an image that cannot be read, named by ``where``
+            (see :func:`roi_images`; the training loop turns it into a ``UsmtlError``).
     """
     images = roi_images(list(paths), list(boxes), data, cache_dir=cache_dir, name=name,
                         where=where)

@@ -195,12 +195,32 @@ def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
     first file is written (or, resuming, before it is read) to the end of training. A fresh
     fit into a ``failed`` run that holds no trained epoch clears it first (module docstring).
 
+    Args:
+        cfg: the config (None with ``resume``).
+        manifest_path: the manifest CSV (None with ``resume``).
+        out_dir: the run directory to create (or to resume).
+        split_file: reuse this split (a ``split.csv`` or a run directory).
+        resume: continue the run in ``out_dir``.
+        verbose: Keras' progress output (``auto``: a bar on a terminal, a line per epoch else).
+        callbacks: extra Keras callbacks.
+
+    Returns:
+        A :class:`FitResult`: ``run_dir``, the kept model's ``val_metrics`` per task,
+        ``best_epoch``, ``epochs``, ``seconds``.
+
     Raises:
         UsmtlError: a bad config, manifest or split (nothing is written then), a directory
             that is not empty (fresh) or not a run (resume), or one that another process is
             training. An error of usmtl during training (an unreadable image, a full disk,
             a non-finite loss) marks the run ``failed`` with its reason.
         TrainingInterrupted: SIGINT or SIGTERM stopped training; the run is resumable.
+
+    Example:
+        >>> from usmtl.config import load_config
+        >>> from usmtl.training.fit import fit
+        >>> result = fit(load_config("paper", ["train.epochs=50"]), "data/manifest.csv",
+        ...              "runs/paper-hl")  # doctest: +SKIP
+        >>> result.val_metrics["alnm"]["auc"]  # doctest: +SKIP
     """
     extra_callbacks = list(callbacks)
     started = time.time()
