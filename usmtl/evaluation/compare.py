@@ -26,6 +26,7 @@ import pandas as pd
 
 from usmtl.errors import UsmtlError
 from usmtl.evaluation import stats
+from usmtl.evaluation.evaluate import refuse_unlabelled
 from usmtl.evaluation.predictions import prediction_tasks, read_predictions
 
 
@@ -110,18 +111,10 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.5,
         raise UsmtlError(f"{names[0]} and {names[1]} share no task. Received: "
                          f"{prediction_tasks(a)} and {prediction_tasks(b)}")
     missing = unlabelled_shared_tasks(joined, tasks, names)
-    listing = "; ".join(f"{task}: {why}" for task, why in missing.items())
-    hint = ("Predict from a manifest that has the tasks' label columns ('usmtl predict' and "
-            "'usmtl radiomics predict' carry them as y_<task>)")
-    if len(missing) == len(tasks):
-        raise UsmtlError(f"{names[0]} and {names[1]} share no labelled task, so nothing can be "
-                         f"compared ({listing}). {hint}")
-    if missing and not skip_unlabelled:
-        labelled = ", ".join(t for t in tasks if t not in missing)
-        raise UsmtlError(f"Task(s) {', '.join(missing)} have no labels in {names[0]} or "
-                         f"{names[1]} ({listing}), so they cannot be compared. {hint}, or skip "
-                         f"them explicitly (--skip-unlabelled; skip_unlabelled=True in Python) "
-                         f"to compare only {labelled}")
+    refuse_unlabelled(missing, tasks, skip_unlabelled, ("compared", "compare"),
+                      nothing=f"{names[0]} and {names[1]} share no labelled task, so nothing "
+                              f"can be compared",
+                      which=f"have no labels in {names[0]} or {names[1]}")
     result = {}
     for task in tasks:
         if task in missing:

@@ -96,20 +96,40 @@ def check_labels(frame: pd.DataFrame, skip_unlabelled: bool = False,
     ``skip_unlabelled``; even then raise when no task has labels. Returns the skipped
     ``{task: why}``."""
     missing = unlabelled_tasks(frame)
-    tasks = prediction_tasks(frame)
-    listing = "; ".join(f"{task}: {why}" for task, why in missing.items())
-    hint = ("Predict from a manifest that has the tasks' label columns ('usmtl predict' and "
-            "'usmtl radiomics predict' carry them as y_<task>)")
-    if missing and len(missing) == len(tasks):
-        raise UsmtlError(f"Nothing to evaluate: no task of {source} has labels ({listing}). "
-                         f"{hint}. Received columns: {list(frame.columns)}")
-    if missing and not skip_unlabelled:
-        labelled = ", ".join(t for t in tasks if t not in missing)
-        raise UsmtlError(f"Task(s) {', '.join(missing)} of {source} have no labels ({listing}), "
-                         f"so they cannot be scored. {hint}, or skip them explicitly "
-                         f"(--skip-unlabelled; skip_unlabelled=True in Python) to score only "
-                         f"{labelled}")
+    refuse_unlabelled(missing, prediction_tasks(frame), skip_unlabelled, ("scored", "score"),
+                      nothing=f"Nothing to evaluate: no task of {source} has labels",
+                      which=f"of {source} have no labels",
+                      received=f" Received columns: {list(frame.columns)}")
     return missing
+
+
+LABELS_HINT = ("Predict from a manifest that has the tasks' label columns ('usmtl predict' and "
+               "'usmtl radiomics predict' carry them as y_<task>)")
+
+
+def refuse_unlabelled(missing: dict, tasks, skip: bool, verb: tuple[str, str], nothing: str,
+                      which: str, received: str = "") -> None:
+    """The one rule of ``evaluate`` and ``compare`` for tasks without labels: none labelled
+    is always an error; some unlabelled is an error naming them unless ``skip``.
+
+    Args:
+        missing: ``{task: why it has no labels}``.
+        tasks: every task asked for.
+        skip: ``--skip-unlabelled``.
+        verb: ``("scored", "score")`` or ``("compared", "compare")``.
+        nothing, which, received: the subject of the two messages, and an end for the first.
+
+    Raises:
+        UsmtlError: as above, with the reasons and how to fix it.
+    """
+    listing = "; ".join(f"{task}: {why}" for task, why in missing.items())
+    if missing and len(missing) == len(list(tasks)):
+        raise UsmtlError(f"{nothing} ({listing}). {LABELS_HINT}.{received}")
+    if missing and not skip:
+        labelled = ", ".join(t for t in tasks if t not in missing)
+        raise UsmtlError(f"Task(s) {', '.join(missing)} {which} ({listing}), so they cannot be "
+                         f"{verb[0]}. {LABELS_HINT}, or skip them explicitly (--skip-unlabelled; "
+                         f"skip_unlabelled=True in Python) to {verb[1]} only {labelled}")
 
 
 def _labels_and_scores(frame: pd.DataFrame, task: str):
