@@ -7,7 +7,7 @@ needs the trainer to find them::
 
     config.yaml  split.csv  run.json  versions.json  history.csv  logs/ (TensorBoard)
     checkpoints/best.keras (the model kept)  checkpoints/last.keras  checkpoints/best.json
-    backup/ (BackupAndRestore, to resume)  cache/ (a file cache, removed when finished)
+    backup/ (the last complete epoch, to resume)  cache/ (a file cache, removed when finished)
     val_predictions.csv  val_metrics.json  <split>_predictions.csv (cached by evaluate)
     .lock  run.lock.json (while a process holds the run: its PID and host)
 

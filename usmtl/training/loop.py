@@ -10,7 +10,7 @@ multi-worker strategies alike. So losses, hinge and metrics are defined once, by
 whatever the strategy.
 
 Around it the loop does what ``fit`` does: a ``keras.callbacks.CallbackList`` with history
-and progress bar, ``BackupAndRestore``'s initial epoch, ``stop_training``. It adds two
+and progress bar, the backup's initial epoch, ``stop_training``. It adds two
 switches: ``jit_compile`` (XLA on the per-step function, as Keras does) and
 ``steps_per_execution`` (several steps per call of the outer function, in a ``tf.range``
 loop over the distributed iterator).
@@ -182,7 +182,7 @@ def prepare_dataset(dataset, strategy):
 
 def build_for_training(model, element_spec) -> None:
     """Create every variable (model, loss, metrics, optimizer) before the first traced step,
-    as ``fit`` does, so that ``BackupAndRestore`` can restore all of them."""
+    as ``fit`` does, so that a backup can restore all of them."""
     symbolic_build = getattr(model, "_symbolic_build", None)
     if symbolic_build is not None:
         symbolic_build(data_batch=element_spec)
