@@ -529,3 +529,58 @@ def test_signal_during_fit_leaves_a_resumable_run(tmp_path, phantoms, signum, co
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert run_info(run)["status"] == "finished" and history_epochs(run) == list(range(15))
+
+
+def test_non_finite_validation_predictions_stop_before_the_epoch_is_kept(tmp_path):
+    """Huge but finite weights (a far too high learning rate) can give NaN predictions a whole
+    epoch before the loss turns NaN: validation stops the run there, before any checkpoint."""
+    from usmtl.run import Run
+    from usmtl.training.fit import _make_validation_callback
+    from usmtl.training.loop import NonFiniteError
+
+    run = Run(tmp_path / "run")
+    labels = {"malignancy": np.array([0.0, 1.0, 1.0])}
+    nan_predict = lambda dataset: {"malignancy": np.array([[0.2], [np.nan], [0.7]])}  # noqa: E731
+    callback = _make_validation_callback(None, labels, run, nan_predict,
+                                         explain=lambda epoch, batch, what: f"epoch {epoch + 1}: {what}")
+    with pytest.raises(NonFiniteError, match="epoch 1: the validation predictions of malignancy"):
+        callback.on_epoch_end(0, {})
+    assert not os.path.exists(run.best_model)
+    fine = _make_validation_callback(None, labels, run, lambda d: {"malignancy": np.array([0.2, 0.6, 0.7])},
+                                     keep_best=False, explain=lambda *a: "unused")
+    logs = {}
+    fine.on_epoch_end(0, logs)
+    assert logs["val_auc"] == 1.0
+
+
+def test_nan_written_labels_are_unknown_with_a_warning(tmp_path):
+    from usmtl.data.manifest import label_spelling_warnings, read_manifest
+
+    frame = pd.DataFrame({"image": ["a.png", "b.png", "c.png"], "patient_id": ["p1", "p2", "p3"],
+                          "malignant": ["1", "nan", "NA"], "aln_count": ["None", "2", ""],
+                          "x_min": 0, "y_min": 0, "x_max": 4, "y_max": 4})
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    warnings = label_spelling_warnings(read_manifest(str(tmp_path / "m.csv")))
+    assert any("'malignant' is na/nan on 2 row(s), read as unknown" in w and "lines 3, 4" in w
+               for w in warnings), warnings
+    assert any("'aln_count' is none on 1 row(s)" in w for w in warnings), warnings
+
+
+def test_a_split_of_another_manifest_is_used_with_a_warning(tmp_path, phantoms):
+    from usmtl.config import config_from_dict
+    from usmtl.data.prepare import prepare_data
+
+    cfg = config_from_dict(tiny_config_dict())
+    own = prepare_data(cfg, str(phantoms), warn=None)
+    other = tmp_path / "other-run"
+    other.mkdir()
+    pd.DataFrame({"patient_id": list(own.split), "split": list(own.split.values())}).to_csv(
+        other / "split.csv", index=False)
+    (other / "run.json").write_text(json.dumps({"manifest": "/data/another/manifest.csv"}))
+    said = []
+    prepare_data(cfg, str(phantoms), str(other), warn=said.append)
+    assert any("was made for another manifest (/data/another/manifest.csv)" in w for w in said), said
+    (other / "run.json").write_text(json.dumps({"manifest": os.path.abspath(phantoms)}))
+    said.clear()
+    prepare_data(cfg, str(phantoms), str(other), warn=said.append)
+    assert not any("another manifest" in w for w in said), said

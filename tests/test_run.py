@@ -332,3 +332,21 @@ def test_no_reader_imports_the_trainer_even_lazily(folder):
         text = file.read_text()
         assert "from usmtl.training.fit import" not in text, file
         assert "import usmtl.training.fit" not in text, file
+
+
+@pytest.mark.parametrize("kind", ["lambda", "garbage"])
+def test_a_model_file_keras_refuses_is_a_clean_error(tmp_path, kind):
+    """An untrusted .keras (a Lambda layer would run code) or a broken one: a UsmtlError
+    naming the file, never a traceback, and nothing runs."""
+    import keras
+
+    from usmtl.run import load_keras_model
+
+    path = tmp_path / "model.keras"
+    if kind == "lambda":
+        inputs = keras.Input((4,))
+        keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(path)
+    else:
+        path.write_bytes(b"not a zip")
+    with pytest.raises(UsmtlError, match=r"Cannot load the model file .*model\.keras"):
+        load_keras_model(str(path))

@@ -170,13 +170,24 @@ def _now() -> str:
 
 
 def load_keras_model(path: str):
-    """``keras.models.load_model`` with usmtl's custom layers registered."""
+    """``keras.models.load_model`` with usmtl's custom layers registered, in Keras' safe mode
+    (a file that would run Python code, such as a Lambda layer's, is refused).
+
+    Raises:
+        UsmtlError: Keras cannot or will not load the file; the reason is named.
+    """
     import keras
 
     import usmtl.model.backbones  # noqa: F401  (registers the custom layers)
     import usmtl.model.hinge  # noqa: F401
 
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except (ValueError, TypeError, KeyError, OSError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsmtlError(f"Cannot load the model file {path}: {reason} (usmtl loads models in "
+                         f"Keras' safe mode: a file that would run code is refused; open only "
+                         f"models you trust). Received: {path}") from None
 
 
 def run_dir_of_model(model_file: str) -> str:

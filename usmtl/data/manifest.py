@@ -20,6 +20,8 @@ Rows that are legitimate but suspicious are warnings with counts and lines, neve
 - labels spelled ``yes``/``true`` or ``no``/``false`` (any case): read as 1 and 0; the
   warning counts them per column, so that a spreadsheet export is not refused but not
   silently trusted either. Any other word is a problem.
+- labels written ``nan``/``na``/``none`` (any case; pandas and R exports write them): read as
+  unknown, as an empty cell is; the warning counts them per column.
 
 Example:
     >>> from usmtl.data.manifest import read_manifest
@@ -487,20 +489,28 @@ def duplicate_warnings(manifest: Manifest, rows: Iterable[int] | None = None) ->
 
 def label_spelling_warnings(manifest: Manifest, rows: Iterable[int] | None = None,
                             columns: Iterable[str] = BINARY_LABEL_COLUMNS) -> list[str]:
-    """One warning per 0/1 label column (``columns``) where ``yes``/``true``/``no``/``false``
-    were read as 1/0 (see the module docstring), with the count and lines."""
+    """One warning per label column (``columns``) where ``yes``/``true``/``no``/``false``
+    were read as 1/0, and one where ``nan``/``na``/``none`` were read as unknown (as an empty
+    cell; see the module docstring), each with the count and lines."""
     rows = range(len(manifest)) if rows is None else sorted(set(int(i) for i in rows))
     warnings = []
-    for column in dict.fromkeys(columns):
+    name = os.path.basename(manifest.path)
+    for column in dict.fromkeys(list(columns) + list(COUNT_LABEL_COLUMNS)):
         if not manifest.has_column(column):
             continue
         cells = manifest.frame[column].map(_cell).str.lower()
         words = [i for i in rows if cells.iat[i] in ("yes", "true", "no", "false")]
         if words:
             spelled = sorted(set(cells.iat[i] for i in words))
-            warnings.append(f"{os.path.basename(manifest.path)}: label {column!r} is spelled "
-                            f"{'/'.join(spelled)} on {len(words)} row(s), read as 1 (yes, true) or "
-                            f"0 (no, false) (lines {_lines_text([manifest.line(i) for i in words])})")
+            warnings.append(f"{name}: label {column!r} is spelled {'/'.join(spelled)} on "
+                            f"{len(words)} row(s), read as 1 (yes, true) or 0 (no, false) "
+                            f"(lines {_lines_text([manifest.line(i) for i in words])})")
+        missing = [i for i in rows if cells.iat[i] in ("nan", "na", "none")]
+        if missing:
+            spelled = sorted(set(cells.iat[i] for i in missing))
+            warnings.append(f"{name}: label {column!r} is {'/'.join(spelled)} on {len(missing)} "
+                            f"row(s), read as unknown, as an empty cell "
+                            f"(lines {_lines_text([manifest.line(i) for i in missing])})")
     return warnings
 
 

@@ -115,6 +115,24 @@ def _label_problems(manifest: Manifest, rows, graph: TaskGraph | None) -> list[s
     return list(dict.fromkeys(problems))
 
 
+def _warn_other_manifest(split_file: str, manifest_path: str, warn) -> None:
+    """A run's split reused for another manifest is matched by patient id only: say so, since
+    two data sets can share ids (P0001...) without sharing patients."""
+    import json
+
+    run_file = os.path.join(split_file, "run.json")
+    if warn is None or not os.path.isfile(run_file):
+        return
+    try:
+        with open(run_file) as f:
+            source = json.load(f).get("manifest")
+    except (OSError, ValueError, AttributeError):
+        return
+    if source and os.path.abspath(source) != os.path.abspath(manifest_path):
+        warn(f"the split of {split_file} was made for another manifest ({source}); it is used "
+             f"for {manifest_path} by patient id only: check that the ids name the same patients")
+
+
 @dataclasses.dataclass
 class PreparedData:
     manifest: Manifest
@@ -146,6 +164,7 @@ def prepare_data(cfg, manifest_path: str, split_file: str | None = None,
     labels = label_table(manifest, graph)
     if split_file:
         split = load_split(split_file)
+        _warn_other_manifest(split_file, manifest_path, warn)
     else:
         split = split_from_manifest(manifest)
         if split is None:

@@ -135,10 +135,10 @@ def library_versions() -> dict:
 
 
 def _make_validation_callback(dataset, labels: dict, run: Run, predict, keep_best: bool = True,
-                              scored=None):
+                              scored=None, explain=None):
     import keras
 
-    from usmtl.training.loop import save_model_file
+    from usmtl.training.loop import NonFiniteError, save_model_file
 
     scored = list(labels) if scored is None else list(scored)
 
@@ -156,6 +156,12 @@ def _make_validation_callback(dataset, labels: dict, run: Run, predict, keep_bes
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
             probs = predict(dataset)
+            # Weights can be huge yet finite (a far too high learning rate) while the
+            # predictions overflow: stop here, before the epoch is saved or backed up.
+            bad = [name for name in labels if not np.isfinite(np.asarray(probs[name])).all()]
+            if bad and explain is not None:
+                raise NonFiniteError(explain(epoch, None, f"the validation predictions of "
+                                                          f"{', '.join(bad)} are not finite"))
             aucs = []
             for name, y in labels.items():
                 p = np.clip(np.ravel(probs[name]).astype(float), 1e-7, 1 - 1e-7)
@@ -561,7 +567,8 @@ def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
 
     from usmtl.training.loop import crash_safe_backup, finite_guard, predict_function
 
-    callbacks = [finite_guard(_non_finite_explainer(cfg, run, precision))]
+    explain = _non_finite_explainer(cfg, run, precision)
+    callbacks = [finite_guard(explain)]
     if len(inputs.val_idx):
         scored = _scored_tasks(inputs)
         keep_best = cfg.train.checkpoint == "best"
@@ -570,7 +577,8 @@ def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
                   "has a validation AUC: the model kept (best.keras) is the last epoch's")
         callbacks.append(_make_validation_callback(inputs.val_ds, inputs.val_labels, run,
                                                    predict_function(model),
-                                                   keep_best=keep_best, scored=scored))
+                                                   keep_best=keep_best, scored=scored,
+                                                   explain=explain))
         if cfg.train.early_stopping > 0:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_auc", mode="max", patience=cfg.train.early_stopping))
