@@ -41,6 +41,22 @@ def write_config(path, **sections):
     return str(path)
 
 
+class Interrupt(Exception):
+    """Raised by :func:`interrupt_after_epoch`'s callback: a run that dies mid-training."""
+
+
+def interrupt_after_epoch(epoch: int):
+    """A Keras callback raising :class:`Interrupt` at the end of ``epoch`` (0-based)."""
+    import keras
+
+    class StopAfterEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, current, logs=None):
+            if current == epoch:
+                raise Interrupt
+
+    return StopAfterEpoch()
+
+
 def invoke(*args):
     """Run the ``usmtl`` CLI in-process; arguments are turned into strings."""
     from click.testing import CliRunner

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, invoke, tiny_config_dict, write_config
+from tests.conftest import Interrupt, interrupt_after_epoch, REPO, invoke, tiny_config_dict, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -68,23 +68,13 @@ def test_fit_then_predict_on_phantoms(tmp_path, phantoms):
 
 
 def test_interrupted_fit_resumes_where_it_stopped(tmp_path, phantoms):
-    import keras
-
     from usmtl.config import config_from_dict
     from usmtl.training.fit import fit
-
-    class Interrupt(Exception):
-        pass
-
-    class StopAfterSecondEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise Interrupt
 
     cfg = config_from_dict(tiny_config_dict(train={"epochs": 3}))
     run = tmp_path / "run"
     with pytest.raises(Interrupt):
-        fit(cfg, str(phantoms), str(run), verbose=0, callbacks=[StopAfterSecondEpoch()])
+        fit(cfg, str(phantoms), str(run), verbose=0, callbacks=[interrupt_after_epoch(1)])
     assert json.loads((run / "run.json").read_text())["status"] == "running"
     assert (run / "backup").is_dir()
     result = fit(None, None, str(run), resume=True, verbose=0)

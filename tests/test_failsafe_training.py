@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, invoke, tiny_config_dict, write_config
+from tests.conftest import Interrupt, interrupt_after_epoch, REPO, invoke, tiny_config_dict, write_config
 from usmtl.errors import ImageReadError, ManifestError, UsmtlError
 
 HEADER = ["image", "patient_id", "malignant", "alnm", "aln_count", "x_min", "y_min", "x_max", "y_max"]
@@ -442,22 +442,12 @@ def test_full_disk_during_backup_fails_the_run_and_resume_continues(tmp_path, ph
 
 @pytest.mark.slow
 def test_resume_skips_a_truncated_backup_and_starts_over(tmp_path, phantoms, capfd):
-    import keras
-
     from usmtl.training.fit import fit
-
-    class Interrupt(Exception):
-        pass
-
-    class StopAfterSecondEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise Interrupt
 
     run = tmp_path / "run"
     with pytest.raises(Interrupt):
         fit(tiny_cfg(epochs=3), str(phantoms), str(run), verbose=0,
-            callbacks=[StopAfterSecondEpoch()])
+            callbacks=[interrupt_after_epoch(1)])
     state = run / "backup" / "state-e0002.keras"
     with open(state, "r+b") as f:
         f.truncate(state.stat().st_size - 100)

@@ -24,13 +24,6 @@ from usmtl.errors import UsmtlError
 from usmtl.formats import open_model  # the one door, re-exported: .model, .cfg, .run_dir
 
 
-def find_run_files(model_path: str) -> tuple[str, str]:
-    """``(model file, config file)`` for a run directory or a ``.keras`` file in one."""
-    from usmtl.formats.keras_run import run_files
-
-    return run_files(model_path)
-
-
 def load_run(model_path: str):
     """``(keras model, ExperimentConfig)`` of a run directory or ``.keras`` file."""
     opened = open_model(model_path)

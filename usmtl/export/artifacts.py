@@ -84,19 +84,6 @@ def tflite_target(out: str) -> str:
     return out
 
 
-def find_export(path: str) -> tuple[str, str, str] | None:
-    """``(format name, artifact, sidecar folder)`` when ``path`` is a usmtl export (see
-    :func:`usmtl.formats.recognise`), else None. An export without ``usmtl_export.json`` is an
-    error, not "not an export"."""
-    from usmtl.formats import recognise
-
-    found = recognise(path)
-    if found is None or found.format.keras:
-        return None
-    found.format.describe(found)  # raises without the side files
-    return found.format.name, found.artifact, found.sidecar
-
-
 def read_metadata(sidecar: str) -> dict:
     path = os.path.join(sidecar, EXPORT_FILE)
     try:
