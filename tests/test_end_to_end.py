@@ -142,7 +142,7 @@ def test_busbra_import_and_short_fit(tmp_path, busbra_root):
     from usmtl.training.fit import fit
 
     manifest = tmp_path / "busbra.csv"
-    frame = import_busbra(str(busbra_root), str(manifest), progress=False)
+    frame = import_busbra(str(busbra_root), str(manifest), progress=False, duplicates=False, log=None)
     assert len(frame) == 1875
     assert (frame.loc[frame["idc"].astype(int) == 1, "malignant"].astype(int) == 1).all()
     # A subset: 40 patients, both classes.

@@ -1,7 +1,9 @@
-"""Importers on tiny fake layouts (and, when present, on the real BUS-BRA)."""
+"""Importers on tiny fake layouts (and, when present, on the real BUS-BRA): rows, what they
+skip and say, near-duplicates, layout errors."""
 
 import os
 import warnings
+import zlib
 from pathlib import Path
 
 import cv2
@@ -11,20 +13,46 @@ import pytest
 
 from usmtl.data.importers import import_busbra, import_busi, import_labelimg
 from usmtl.data.manifest import Box, check_manifest, read_manifest, write_voc_box
-from usmtl.errors import ManifestError
+from usmtl.errors import ManifestError, UsmtlError
 
 BUSBRA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "BUS-BRA"
 H, W = 20, 30
 
 
-def write_png(path, box=None, value=128):
-    """A grey H x W PNG; with ``box``, a mask that is 255 inside the box and 0 elsewhere."""
+def picture(seed, h=H, w=W):
+    """A grey picture of smooth random blobs under speckle: distinct seeds are far apart for
+    a perceptual hash, as distinct scans are (a flat image would match any other flat one).
+    At 96 x 128 a :func:`reencoded` copy stays within 20 bits of it, distinct ones >= 100."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (6, 8)).astype(np.float32)
+    blobs = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(blobs * rng.rayleigh(0.8, (h, w)), 0, 255).astype(np.uint8)
+
+
+def reencoded(array, quality=70, scale=0.9):
+    """``array`` slightly rescaled and JPEG-encoded at ``quality``, decoded again."""
+    h, w = array.shape[:2]
+    small = cv2.resize(array, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+
+def write_png(path, box=None, array=None, shape=(H, W)):
+    """A grey image of ``shape`` (a :func:`picture` seeded by the file name, or ``array``);
+    with ``box``, a mask that is 255 inside the box and 0 elsewhere."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = np.full((H, W), value, np.uint8)
+    if array is None:
+        array = picture(zlib.crc32(path.name.encode()), *shape)
     if box is not None:
-        array[:] = 0
+        array = np.zeros(shape, np.uint8)
         array[box.y_min:box.y_max, box.x_min:box.x_max] = 255
     assert cv2.imwrite(str(path), array)
+
+
+def logged(**kwargs):
+    """``(kwargs + log=..., lines)``: what an importer says, kept in ``lines``."""
+    lines = []
+    return {**kwargs, "log": lines.append}, lines
 
 
 def boxes_of(out):
@@ -63,7 +91,11 @@ def make_busbra(root, folds=True):
 def test_busbra_mask_boxes_labels_and_paths(tmp_path):
     root = make_busbra(tmp_path / "BUS-BRA")
     out = tmp_path / "out" / "manifest.csv"
-    frame = import_busbra(root, out, progress=False)
+    kwargs, said = logged(progress=False)
+    frame = import_busbra(root, out, **kwargs)
+    assert said[-1] == f"3 rows written to {out}, 0 skipped"
+    assert any("Near-duplicate images (pHash distance <= 56 of 256 bits): none" in s for s in said)
+    assert len(pd.read_csv(tmp_path / "out" / "manifest_duplicates.csv")) == 0
     assert list(frame.columns) == [
         "image", "patient_id", "malignant", "alnm", "aln_count", "x_min", "y_min", "x_max",
         "y_max", "mask", "histology", "idc", "birads", "device", "side", "fold"]
@@ -121,12 +153,45 @@ def test_busbra_bad_rows(tmp_path):
     assert not out.exists()
 
 
+BIG = (96, 128)  # near-duplicate tests: copies of tiny images are not near a hash's eye
+
+
+def test_busbra_counts_unlisted_images_and_finds_a_copy_across_patients_and_folds(tmp_path):
+    root = make_busbra(tmp_path / "BUS-BRA")
+    for image_id, *_, box in BUSBRA_ROWS:  # larger images, the same lesions
+        write_png(root / "Images" / f"{image_id}.png", shape=BIG)
+        write_png(root / "Masks" / f"mask_{image_id[4:]}.png", box, shape=BIG)
+    original = cv2.imread(str(root / "Images" / "bus_0001-l.png"), cv2.IMREAD_GRAYSCALE)
+    write_png(root / "Images" / "bus_0002-s.png", array=reencoded(original, 60, scale=1.0))
+    write_png(root / "Images" / "bus_0003-l.png")  # no row in bus_data.csv
+    out = tmp_path / "busbra.csv"
+    kwargs, said = logged(progress=False)
+    frame = import_busbra(root, out, **kwargs)
+    text = "\n".join(said)
+    assert frame["patient_id"].tolist() == ["busbra-1", "busbra-1", "busbra-2"]
+    assert "Skipped 1 image(s)" in text and "bus_0003-l.png" in text
+    assert "1 pair(s): 1 across patients (1 across the authors' folds), 0 within" in text
+    assert "across splits: line 2 BUS-BRA/Images/bus_0001-l.png (patient busbra-1, 3) ~ line 4 " \
+           "BUS-BRA/Images/bus_0002-s.png (patient busbra-2, 5): distance" in text.replace(os.sep, "/")
+    assert "--group-duplicates" in text
+    assert said[-1] == (f"3 rows written to {out}, 1 skipped: 1 image(s) without a row in "
+                        f"bus_data.csv")
+    pairs = pd.read_csv(tmp_path / "busbra_duplicates.csv")
+    assert pairs[["line_a", "line_b", "kind"]].values.tolist() == [[2, 4, "across splits"]]
+    assert frame.attrs["import_report"]["across_patients"] == 1
+    # On request, the copy's patient joins the original's.
+    frame = import_busbra(root, out, progress=False, group_duplicates=True, log=None)
+    assert frame["patient_id"].tolist() == ["busbra-1+1"] * 3
+    assert frame["source_patient_id"].tolist() == ["busbra-1", "busbra-1", "busbra-2"]
+    assert check_manifest(out) == []
+
+
 @pytest.mark.busbra
 def test_busbra_real_data(tmp_path):
     if not BUSBRA.is_dir():
         pytest.skip(f"{BUSBRA} is absent")
     out = tmp_path / "busbra.csv"
-    frame = import_busbra(BUSBRA, out, progress=False)
+    frame = import_busbra(BUSBRA, out, progress=False, duplicates=False, log=None)
     assert len(frame) == 1875
     assert frame["patient_id"].nunique() == 1064
     assert frame["malignant"].sum() == 607
@@ -170,36 +235,132 @@ def make_busi(parent):
     return folder
 
 
-def test_busi_boxes_union_and_warning(tmp_path):
+def test_busi_one_row_per_lesion_and_normal_images_counted(tmp_path):
     folder = make_busi(tmp_path)
     out = tmp_path / "busi.csv"
+    kwargs, said = logged(progress=False)
     with pytest.warns(UserWarning, match="patient-level splitting is impossible"):
-        frame = import_busi(tmp_path, out)
-    assert frame["patient_id"].tolist() == ["busi-benign-1", "busi-benign-2", "busi-benign-10",
-                                            "busi-malignant-1"]
-    assert frame["malignant"].tolist() == [0, 0, 0, 1]
+        frame = import_busi(tmp_path, out, **kwargs)
+    # benign (2) has two masks with separate lesions: two rows, each its own box and mask.
+    assert frame["patient_id"].tolist() == ["busi-benign-1", "busi-benign-2", "busi-benign-2",
+                                            "busi-benign-10", "busi-malignant-1"]
+    assert frame["malignant"].tolist() == [0, 0, 0, 0, 1]
     assert "normal" not in frame.columns
-    assert boxes_of(out) == [Box(1, 2, 5, 6), Box(2, 10, 12, 19), Box(0, 0, W, H), Box(7, 8, 9, 10)]
-    # Several masks do not fit one mask column: the box holds their union.
-    assert frame["mask"].tolist()[1] == ""
+    assert boxes_of(out) == [Box(1, 2, 5, 6), Box(10, 10, 12, 12), Box(2, 12, 4, 19),
+                             Box(0, 0, W, H), Box(7, 8, 9, 10)]
     manifest = read_manifest(out)
-    assert os.path.samefile(manifest.image_paths()[3], folder / "malignant" / "malignant (1).png")
-    assert os.path.samefile(manifest.mask_paths()[0], folder / "benign" / "benign (1)_mask.png")
+    masks = [os.path.basename(m) for m in manifest.mask_paths()]
+    assert masks[1:3] == ["benign (2)_mask.png", "benign (2)_mask_1.png"]
+    assert os.path.samefile(manifest.image_paths()[4], folder / "malignant" / "malignant (1).png")
+    assert os.path.samefile(manifest.image_paths()[1], manifest.image_paths()[2])
     assert check_manifest(out) == []
+    text = "\n".join(said)
+    assert "1 image(s) have several lesion masks: one row per lesion" in text
+    assert "Skipped 1 normal image(s)" in text and "--include-normal" in text
+    assert "on by default: the data set has no patient ids" in text
+    assert "no patients to merge" in text
+    assert said[-1] == (f"5 rows written to {out}, 1 skipped: 1 normal image(s) (no lesion; "
+                        f"--include-normal keeps them)")
+    assert frame.attrs["import_report"]["skipped"] == {
+        "normal image(s) (no lesion; --include-normal keeps them)": 1}
 
 
 def test_busi_root_may_be_the_dataset_folder_and_normal_images_can_join(tmp_path):
     folder = make_busi(tmp_path)
+    (folder / "benign" / "Thumbs.db").write_bytes(b"x")
     out = tmp_path / "busi.csv"
+    kwargs, said = logged(progress=False)
     with pytest.warns(UserWarning):
-        frame = import_busi(folder, out, include_normal=True)
-    assert len(frame) == 5
+        frame = import_busi(folder, out, include_normal=True, **kwargs)
+    assert len(frame) == 6
     normal = frame.iloc[-1]
     assert normal["patient_id"] == "busi-normal-1"
     assert (normal["normal"], normal["malignant"], normal["mask"]) == (1, 0, "")
-    assert frame["normal"].tolist() == [0, 0, 0, 0, 1]
+    assert frame["normal"].tolist() == [0, 0, 0, 0, 0, 1]
     assert boxes_of(out)[-1] == Box(0, 0, W, H)
     assert check_manifest(out) == []
+    assert said[-1] == f"6 rows written to {out}, 1 skipped: 1 non-PNG file(s) in the class folders"
+
+
+def make_busi_with_copy(parent):
+    """A BUSI folder of 96 x 128 images where ``benign (3).png`` is a re-encoded copy of
+    ``benign (1).png`` (JPEG q70, rescaled by 0.9): one picture, two 'patients'."""
+    folder = parent / "Dataset_BUSI_with_GT"
+    lesion = Box(20, 20, 50, 40)
+    for name in ("benign (1)", "benign (2)", "malignant (1)"):
+        write_png(folder / name.split()[0] / f"{name}.png", shape=BIG)
+        write_png(folder / name.split()[0] / f"{name}_mask.png", lesion, shape=BIG)
+    original = cv2.imread(str(folder / "benign" / "benign (1).png"), cv2.IMREAD_GRAYSCALE)
+    copy = reencoded(original, 70, scale=0.9)
+    write_png(folder / "benign" / "benign (3).png", array=copy)
+    write_png(folder / "benign" / "benign (3)_mask.png", Box(18, 18, 45, 36), shape=copy.shape)
+    return folder
+
+
+def test_busi_groups_near_duplicate_images_into_one_patient_by_default(tmp_path):
+    make_busi_with_copy(tmp_path)
+    out = tmp_path / "busi.csv"
+    kwargs, said = logged(progress=False)
+    with pytest.warns(UserWarning, match="near-duplicate images were grouped"):
+        frame = import_busi(tmp_path, out, **kwargs)
+    assert frame["patient_id"].tolist() == ["busi-benign-1+1", "busi-benign-2",
+                                            "busi-benign-1+1", "busi-malignant-1"]
+    assert frame["source_patient_id"].tolist() == ["busi-benign-1", "busi-benign-2",
+                                                   "busi-benign-3", "busi-malignant-1"]
+    text = "\n".join(said)
+    assert "1 pair(s): 1 across patients" in text and "busi_duplicates.csv" in text
+    assert "benign (1).png (patient busi-benign-1) ~ line 4" in text
+    assert "2 patients merged into 1; 4 -> 3 patients" in text
+    assert "--no-group-duplicates" in text
+    pairs = pd.read_csv(tmp_path / "busi_duplicates.csv")
+    assert pairs[["line_a", "line_b", "kind"]].values.tolist() == [[2, 4, "across patients"]]
+    assert check_manifest(out) == []
+    # Turned off: one patient per image again, the pair still listed.
+    with pytest.warns(UserWarning):
+        frame = import_busi(tmp_path, out, progress=False, group_duplicates=False, log=None)
+    assert frame["patient_id"].nunique() == 4 and "source_patient_id" not in frame.columns
+    assert len(pd.read_csv(tmp_path / "busi_duplicates.csv")) == 1
+    with pytest.raises(UsmtlError, match="group_duplicates needs the near-duplicate search"):
+        import_busi(tmp_path, out, duplicates=False, group_duplicates=True)
+
+
+def test_import_cli_reports_skips_pairs_and_warnings(tmp_path):
+    from tests.conftest import invoke
+
+    make_busi_with_copy(tmp_path)
+    write_png(tmp_path / "Dataset_BUSI_with_GT" / "normal" / "normal (1).png")
+    out = tmp_path / "busi.csv"
+    result = invoke("import", "busi", tmp_path, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        f"4 rows written to {out}, 1 skipped: 1 normal image(s) (no lesion; --include-normal "
+        f"keeps them)")
+    assert "2 patients merged into 1" in result.stdout
+    assert "warning: BUSI has no patient ids" in result.stderr
+    result = invoke("import", "busi", tmp_path, "--out", out, "--no-duplicates",
+                    "--group-duplicates")
+    assert result.exit_code == 2 and "needs the near-duplicate search" in result.output
+
+
+@pytest.mark.parametrize("layout", ["nested", "class folder"])
+def test_busi_layout_one_folder_off_names_the_layout_and_where_to_point(tmp_path, layout):
+    if layout == "nested":  # as some unzip tools leave it
+        folder = make_busi(tmp_path / "Dataset_BUSI_with_GT")
+        root, hint = tmp_path, f"are in {folder}: point ROOT there (2 folder(s) down)"
+        seen = "1 folder(s) ['Dataset_BUSI_with_GT'] and 0 file(s) []"
+    else:
+        folder = make_busi(tmp_path)
+        root, hint = folder / "benign", f"point ROOT one folder up, at {folder}"
+        seen = "0 folder(s) [] and 7 file(s) ['benign (1).png', 'benign (1)_mask.png'"
+    with pytest.raises(ManifestError) as info:
+        import_busi(root, tmp_path / "busi.csv", log=None)
+    message = str(info.value)
+    assert "expected ROOT/benign/*.png and ROOT/malignant/*.png (optionally ROOT/normal/*.png)" \
+        in message
+    assert seen in message
+    assert hint in message
+    assert message.endswith(f"Received: {root}")
+    assert not (tmp_path / "busi.csv").exists()
 
 
 def test_busi_bad_input_raises_and_writes_nothing(tmp_path):
@@ -264,12 +425,18 @@ def test_labelimg_annotations_dir_and_patient_warnings(tmp_path):
     images = make_labelimg(tmp_path, annotations=tmp_path / "xml")
     labels = tmp_path / "labels.csv"
     labels.write_text("image,malignant\nb.jpg,1\n")
+    write_png(images / "c.png")  # neither a row nor an annotation
     out = tmp_path / "manifest.csv"
-    with pytest.warns(UserWarning) as record:
-        frame = import_labelimg(images, labels, out, annotations_dir=tmp_path / "xml")
-    messages = [str(w.message) for w in record]
-    assert any("no 'patient_id' column" in m for m in messages)
-    assert any("1 image(s)" in m and "a.png" in m for m in messages)
+    kwargs, said = logged(progress=False)
+    with pytest.warns(UserWarning, match="no 'patient_id' column"):
+        frame = import_labelimg(images, labels, out, annotations_dir=tmp_path / "xml", **kwargs)
+    text = "\n".join(said)
+    assert "Skipped 1 image(s)" in text and "with a LabelImg annotation but no row" in text
+    assert "['a.png']" in text and "['c.png']" in text
+    assert "Near-duplicate grouping (on by default: the data set has no patient ids" in text
+    assert said[-1] == (f"1 rows written to {out}, 2 skipped: 1 image(s) with a LabelImg "
+                        f"annotation but no row in labels.csv; 1 image(s) with neither a row in "
+                        f"labels.csv nor an annotation")
     assert frame["patient_id"].tolist() == ["b"]
     assert frame["annotation"].tolist() == [os.path.join("xml", "b.xml")]
     assert boxes_of(out) == [Box(10, 3, 20, 13)]

@@ -274,7 +274,7 @@ def test_busbra_extraction(busbra_root, tmp_path):
     from usmtl.data.importers import import_busbra
 
     manifest = tmp_path / "busbra.csv"
-    import_busbra(str(busbra_root), str(manifest), progress=False)
+    import_busbra(str(busbra_root), str(manifest), progress=False, duplicates=False, log=None)
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False).head(8)
     small = tmp_path / "small.csv"  # beside the full manifest: its relative paths hold
     frame.to_csv(small, index=False)
