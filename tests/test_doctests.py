@@ -7,7 +7,9 @@ import pytest
 
 MODULES = ["usmtl.tasks", "usmtl.config", "usmtl.presets", "usmtl.model.registry",
            "usmtl.evaluation.stats",
-           "usmtl.evaluation.metrics", "usmtl.model.hinge", "usmtl.model.multitask",
+           "usmtl.evaluation.metrics", "usmtl.evaluation.calibration",
+           "usmtl.evaluation.utility", "usmtl.evaluation.subgroups",
+           "usmtl.evaluation.recalibrate", "usmtl.model.hinge", "usmtl.model.multitask",
            "usmtl.experiment"]
 
 

@@ -14,6 +14,12 @@ label): a task without is an error naming it, never an empty table, unless the c
 passes ``skip_unlabelled=True`` (the report then lists it under ``skipped_tasks``). Even
 then, a file with no labelled task at all is an error.
 
+Clinical validation (issue 14): per task the calibration (Brier, ECE, intercept, slope:
+:mod:`usmtl.evaluation.calibration`), operating points for "sensitivity >= 0.90/0.95" and
+"specificity >= 0.90/0.95" chosen on the validation predictions
+(:mod:`usmtl.evaluation.utility`), decision curves, and with ``by`` (``--by COLUMN``) per-
+group metrics with a heterogeneity test and forest plots (:mod:`usmtl.evaluation.subgroups`).
+
 Example:
     >>> from usmtl.evaluation.evaluate import evaluate_run
     >>> report = evaluate_run("runs/quickstart", n_boot=200)  # doctest: +SKIP
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -139,27 +146,55 @@ def _labels_and_scores(frame: pd.DataFrame, task: str):
     return frame[f"y_{task}"].to_numpy(float), frame[f"p_{task}"].to_numpy(float)
 
 
+def check_by_columns(frame: pd.DataFrame, by, source: str = "the predictions") -> list[str]:
+    """The ``by`` column names as a list, each checked to be a column of ``frame``.
+
+    Raises:
+        UsmtlError: a column is missing, naming it and the columns available.
+    """
+    by = [by] if isinstance(by, str) else list(by or [])
+    missing = [c for c in by if c not in frame.columns]
+    if missing:
+        raise UsmtlError(f"No column {', '.join(repr(c) for c in missing)} in {source} to form "
+                         f"subgroups (--by). Received columns: {list(frame.columns)}")
+    return by
+
+
 def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
                          val_frame: pd.DataFrame | None = None, patient_how: str = "mean",
                          n_boot: int = 1000, seed: int = 0,
                          cohorts: dict[str, str] | None = None, skip_unlabelled: bool = False,
-                         source: str = "the predictions") -> dict:
+                         source: str = "the predictions", by: list[str] | None = None,
+                         targets=(0.90, 0.95)) -> dict:
     """Metrics of a prediction frame; thresholds chosen on ``val_frame`` when given.
 
     ``cohorts`` maps a task to the description of its cohort, stated in the report beside
     its n (the labels are expected to be restricted to it already); others read "as
     labelled".
 
+    Besides the metrics at ``threshold``, each task's entry holds ``calibration``
+    (:func:`usmtl.evaluation.calibration.calibration_metrics`) and ``operating_points``
+    (:func:`usmtl.evaluation.utility.operating_points` for ``targets``, thresholds chosen on
+    ``val_frame``, else on ``frame`` itself, marked optimistic). With ``by`` (columns of
+    ``frame``), ``report["subgroups"][column][task]`` holds ``{"table": [rows of
+    :func:`usmtl.evaluation.subgroups.subgroup_metrics`], "heterogeneity": {q, df, p, i2,
+    k, pooled_auc}}``.
+
     Raises:
         UsmtlError: a task has no labels (no ``y_<task>`` column, or none known), naming it,
             unless ``skip_unlabelled`` (then it is left out and listed in the report's
             ``skipped_tasks``); or no task has labels at all. ``source`` names the frame in
-            the message.
+            the message. A ``by`` column missing from ``frame``, naming it.
     """
+    from usmtl.evaluation.calibration import calibration_metrics
+    from usmtl.evaluation.subgroups import subgroup_metrics, table_heterogeneity
+    from usmtl.evaluation.utility import operating_points
+
     cohorts = cohorts or {}
     if len(frame) == 0:
         raise UsmtlError("No predictions to evaluate (empty frame)")
     skipped = check_labels(frame, skip_unlabelled, source)
+    by = check_by_columns(frame, by, source)  # before any bootstrap: fail fast
     report = {"threshold": threshold, "patient_aggregation": patient_how, "n_images": len(frame),
               "n_patients": int(frame["patient_id"].nunique()), "bootstrap": n_boot, "tasks": {},
               "skipped_tasks": skipped}
@@ -168,6 +203,11 @@ def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
         if task in skipped:
             continue
         y, p = _labels_and_scores(frame, task)
+        outside = p[~np.isnan(y) & ((p < 0) | (p > 1))]
+        if len(outside):
+            raise UsmtlError(f"Task {task!r}: p_{task} must hold probabilities in [0, 1]; "
+                             f"calibration and decision curves read them as risks. Received: "
+                             f"{outside[:5].tolist()}")
         entry = {"image": stats.bootstrap_metrics(y, p, patients, threshold, n_boot, seed)}
         point = binary_metrics(y, p, threshold)
         entry["confusion"] = {k: point[k] for k in ("tp", "fp", "fn", "tn")}
@@ -175,14 +215,26 @@ def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
         entry["cohort"] = cohorts.get(task, "as labelled")
         py, pp, pids = stats.aggregate_patients(y, p, patients, how=patient_how)
         entry["patient"] = stats.bootstrap_metrics(py, pp, pids, threshold, n_boot, seed)
+        vy = vp = None
         if val_frame is not None and f"y_{task}" in val_frame:
             vy, vp = _labels_and_scores(val_frame, task)
             youden = stats.youden_threshold(vy, vp)
             entry["youden_threshold"] = youden
             if not math.isnan(youden):
                 entry["image_youden"] = stats.bootstrap_metrics(y, p, patients, youden, n_boot, seed)
+        entry["calibration"] = calibration_metrics(y, p, patients, n_boot, seed)
+        entry["operating_points"] = operating_points(y, p, patients, vy, vp, targets, n_boot, seed)
         report["tasks"][task] = entry
     report["inconsistency"] = stats.hierarchy_inconsistency(frame, list(edges), threshold)
+    report["subgroups"] = {}
+    for column in by:
+        values = frame[column].to_numpy()
+        report["subgroups"][column] = {}
+        for task in report["tasks"]:
+            table = subgroup_metrics(frame, task, values, threshold, n_boot, seed)
+            table["testable"] = table["testable"].astype(bool)
+            report["subgroups"][column][task] = {"table": table.to_dict("records"),
+                                                 "heterogeneity": table_heterogeneity(table)}
     return report
 
 
@@ -219,7 +271,126 @@ def markdown_table(report: dict, level: str = "image") -> str:
     return "\n".join(lines)
 
 
-def markdown_report(report: dict, title: str) -> str:
+#: Threshold probabilities of the net-benefit table in report.md (the CSVs hold 0.01-0.99).
+DECISION_TABLE_THRESHOLDS = (0.05, 0.10, 0.20, 0.30, 0.50)
+
+
+def safe_name(text) -> str:
+    """``text`` usable in a file name: other characters than letters, digits, ``.``, ``_``
+    and ``-`` become ``_`` (a ``--by`` column "scanner model" -> "scanner_model")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "column"
+
+
+def _cell(text) -> str:
+    """A markdown table cell: a ``|`` in a group name would split the cell."""
+    return str(text).replace("|", "\\|")
+
+
+def _interval(v: dict | None) -> str:
+    """``0.812 (0.786-0.838)``, or ``-0.711 (-1.045 to -0.426)`` when a bound is negative."""
+    if v is None or v.get("value") is None or math.isnan(v["value"]):
+        return "-"
+    low, high = v.get("ci_low", math.nan), v.get("ci_high", math.nan)
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return f"{v['value']:.3f}"
+    sep = " to " if min(low, high, v["value"]) < 0 else "-"
+    return f"{v['value']:.3f} ({low:.3f}{sep}{high:.3f})"
+
+
+def _both_classes(entry: dict) -> bool:
+    return 0 < entry.get("positives", 0) < entry.get("n", 0)
+
+
+def _threshold_text(value) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _clinical_sections(report: dict, curves: dict | None = None) -> list[str]:
+    """report.md's Calibration, Operating points, Decision curves and Subgroups sections."""
+    tasks = report["tasks"]
+    parts = []
+    if any("calibration" in e for e in tasks.values()):
+        parts += ["## Calibration", "",
+                  "Intercept: calibration-in-the-large (0 is ideal; above 0 the model "
+                  "underestimates risk). Slope: of logit(p) in a logistic recalibration (1 is "
+                  "ideal; below 1 the scores are too extreme) (Van Calster et al., BMC Med "
+                  "2019). ECE over 10 equal-width bins. 95% CIs resample patients.", "",
+                  "| task | cohort | n | Brier | ECE | intercept | slope |", "|---|---|---|---|---|---|---|"]
+        for task, e in tasks.items():
+            if "calibration" not in e:
+                continue
+            c = e["calibration"]
+            parts.append(f"| {task} | {e.get('cohort', 'as labelled')} | {e['n']} | "
+                         + " | ".join(_interval(c.get(m)) for m in ("brier", "ece", "intercept", "slope"))
+                         + " |")
+        parts.append("")
+        parts += [f"![Reliability: {task}](reliability_{task}.png)" for task, e in tasks.items()
+                  if "calibration" in e and _both_classes(e)] + [""]
+    if any(e.get("operating_points") for e in tasks.values()):
+        parts += ["## Operating points", "",
+                  "Thresholds chosen for each rule on the validation predictions and applied "
+                  "unchanged here; chosen on the scored set itself they are optimistic, and "
+                  "marked so. Positive: score >= threshold. CIs hold the threshold fixed.", "",
+                  "| task | rule | chosen on | threshold | sensitivity | specificity | PPV | NPV |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for task, e in tasks.items():
+            for point in e.get("operating_points", []):
+                parts.append(f"| {task} | {point['rule']} | {point['chosen_on']} | "
+                             f"{_threshold_text(point['threshold'])} | "
+                             + " | ".join(_interval(point.get(m))
+                                          for m in ("sensitivity", "specificity", "ppv", "npv"))
+                             + " |")
+        parts.append("")
+    drawn = [task for task, e in tasks.items() if _both_classes(e)]
+    if drawn:
+        parts += ["## Decision curves", "",
+                  "Net benefit = TP/n - FP/n * pt/(1 - pt) of calling positive the images with "
+                  "score >= pt, against treating all and none (Vickers & Elkin, Med Decis Making "
+                  "2006). Every threshold 0.01-0.99 is in decision_curve_<task>.csv.", ""]
+        if curves:
+            header = " | ".join(f"pt {t:.2f}" for t in DECISION_TABLE_THRESHOLDS)
+            parts += [f"| task | strategy | {header} |",
+                      "|---|---|" + "---|" * len(DECISION_TABLE_THRESHOLDS)]
+            for task in drawn:
+                curve = curves.get(task)
+                if curve is None:
+                    continue
+                at = curve.set_index(curve["threshold"].round(2))
+                for column, name in (("model", "model"), ("treat_all", "treat all")):
+                    cells = " | ".join(f"{at[column].get(t, math.nan):.3f}"
+                                       for t in DECISION_TABLE_THRESHOLDS)
+                    parts.append(f"| {task} | {name} | {cells} |")
+            parts.append("")
+        parts += [f"![Decision curve: {task}](decision_curve_{task}.png)" for task in drawn] + [""]
+    for column, per_task in report.get("subgroups", {}).items():
+        parts += [f"## Subgroups by {column}", "",
+                  f"Rows with no {column} form the group (missing). AUC CIs resample patients "
+                  f"within each group; heterogeneity: Cochran's Q over the testable groups' AUCs "
+                  f"(inverse DeLong variance weights), I² the share of spread beyond chance.", ""]
+        for task, result in per_task.items():
+            parts += [f"### {task}", "",
+                      "| group | n | pos | patients | AUC | sensitivity | specificity | note |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for row in result["table"]:
+                cells = [_interval({"value": row[m], "ci_low": row[f"{m}_ci_low"],
+                               "ci_high": row[f"{m}_ci_high"]})
+                         for m in ("auc", "sensitivity", "specificity")]
+                group = "all" if row["kind"] == "overall" else _cell(row["group"])
+                parts.append(f"| {group} | {row['n']} | {row['positives']} | {row['n_patients']} | "
+                             + " | ".join(cells) + f" | {row['note']} |")
+            h = result["heterogeneity"]
+            if h["k"] >= 2:
+                parts.append(f"\nHeterogeneity over {h['k']} groups: Q = {h['q']:.2f}, "
+                             f"df = {h['df']}, p = {h['p']:.3g}, I² = {100 * h['i2']:.0f}%.")
+            else:
+                parts.append(f"\nHeterogeneity: not testable ({h['k']} testable group(s)).")
+            parts += ["", f"![AUC of {task} by {column}](forest_{safe_name(column)}_{task}.png)", ""]
+    return parts
+
+
+def markdown_report(report: dict, title: str, curves: dict | None = None) -> str:
+    """report.md: tables a person can paste into a paper, the figures linked; ``curves``
+    (``{task: decision curve}``) adds a net-benefit table."""
     parts = [f"# {title}", "",
              f"{report['n_images']} images of {report['n_patients']} patients. Threshold "
              f"{report['threshold']}; 95% CIs from {report['bootstrap']} bootstrap resamples of "
@@ -232,6 +403,7 @@ def markdown_report(report: dict, title: str) -> str:
                                report["tasks"].items() if "youden_threshold" in e)
         parts += ["## Image level at the Youden threshold chosen on validation", "",
                   f"Thresholds: {thresholds}", "", markdown_table(report, "image_youden"), ""]
+    parts += _clinical_sections(report, curves)
     if report["inconsistency"]:
         parts += ["## Inconsistent predictions", "",
                   "Hard: child >= threshold while parent < threshold. Soft: child score above "
@@ -288,58 +460,239 @@ def plot_rocs(frame: pd.DataFrame, out_dir: str) -> list[str]:
     return paths + [path]
 
 
+def calibration_rows(report: dict) -> pd.DataFrame:
+    """calibration.csv: task, n, metric (brier, ece, intercept, slope), value, ci_low, ci_high."""
+    rows = [{"task": task, "n": entry["n"], "metric": metric, **value}
+            for task, entry in report["tasks"].items()
+            for metric, value in entry.get("calibration", {}).items()]
+    return pd.DataFrame(rows, columns=["task", "n", "metric", "value", "ci_low", "ci_high"])
+
+
+def operating_point_rows(report: dict) -> pd.DataFrame:
+    """operating_points.csv: one row per task and rule, each measure with its CI."""
+    rows = []
+    for task, entry in report["tasks"].items():
+        for point in entry.get("operating_points", []):
+            row = {"task": task, **{k: point[k] for k in ("rule", "criterion", "target",
+                                                          "chosen_on", "threshold")}}
+            for measure in ("sensitivity", "specificity", "ppv", "npv"):
+                v = point[measure]
+                row[measure], row[f"{measure}_ci_low"], row[f"{measure}_ci_high"] = (
+                    v["value"], v["ci_low"], v["ci_high"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def subgroup_rows(report: dict, column: str) -> pd.DataFrame:
+    """subgroups_<column>.csv: every task's subgroup table, with the heterogeneity test on
+    the task's overall row."""
+    frames = []
+    for task, result in report["subgroups"][column].items():
+        table = pd.DataFrame(result["table"])
+        table.insert(0, "task", task)
+        overall = table["kind"] == "overall"
+        for key, value in result["heterogeneity"].items():
+            column_values = pd.Series(np.where(overall, value, np.nan))
+            # counts stay whole numbers beside the blank cells of the group rows
+            table[f"heterogeneity_{key}"] = (column_values.astype("Int64") if key in ("df", "k")
+                                             else column_values)
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def write_report(report: dict, frame: pd.DataFrame, out_dir: str, title: str) -> None:
+    """Write metrics.json, metrics.csv, report.md and ROC curves; calibration.csv,
+    reliability_<task>.png, operating_points.csv, decision_curve_<task>.csv and .png; with
+    subgroups, subgroups_<column>.csv and forest_<column>_<task>.png."""
+    from usmtl.evaluation.calibration import plot_reliability
+    from usmtl.evaluation.subgroups import plot_forest
+    from usmtl.evaluation.utility import decision_curves, plot_decision_curves
     from usmtl.run import write_csv_atomic, write_json_atomic, write_text_atomic
 
     os.makedirs(out_dir, exist_ok=True)
     write_json_atomic(os.path.join(out_dir, "metrics.json"), report)
     write_csv_atomic(os.path.join(out_dir, "metrics.csv"), metrics_rows(report))
     plot_rocs(frame, out_dir)
-    write_text_atomic(os.path.join(out_dir, "report.md"), markdown_report(report, title))
+    tasks = list(report["tasks"])
+    if any("calibration" in e for e in report["tasks"].values()):
+        write_csv_atomic(os.path.join(out_dir, "calibration.csv"), calibration_rows(report))
+        plot_reliability(frame, out_dir, tasks=tasks)
+    if any(e.get("operating_points") for e in report["tasks"].values()):
+        write_csv_atomic(os.path.join(out_dir, "operating_points.csv"),
+                         operating_point_rows(report))
+    curves = decision_curves(frame, tasks=tasks)
+    for task, curve in curves.items():
+        write_csv_atomic(os.path.join(out_dir, f"decision_curve_{task}.csv"), curve)
+    plot_decision_curves(frame, out_dir, tasks=tasks)
+    for column, per_task in report.get("subgroups", {}).items():
+        write_csv_atomic(os.path.join(out_dir, f"subgroups_{safe_name(column)}.csv"),
+                         subgroup_rows(report, column))
+        for task, result in per_task.items():
+            plot_forest(pd.DataFrame(result["table"]), task, column,
+                        os.path.join(out_dir, f"forest_{safe_name(column)}_{task}.png"))
+    write_text_atomic(os.path.join(out_dir, "report.md"), markdown_report(report, title, curves))
 
 
-def run_predictions(run_dir: str, manifest: str | None = None, split: str = "test") -> pd.DataFrame:
+def run_predictions(run_dir: str, manifest: str | None = None, split: str = "test",
+                    calibrated: bool = True) -> pd.DataFrame:
     """Predictions of a run on one split of its manifest (cached as ``<split>_predictions.csv``
-    when the run's own manifest is used)."""
+    when the run's own manifest is used), with the run's recalibration applied when it has one
+    (``usmtl calibrate``; the cache holds the raw scores)."""
+    from usmtl.evaluation.recalibrate import apply_calibration
     from usmtl.run import Run, write_csv_atomic
+    from usmtl.tasks import TaskGraph
 
     run = Run.open(run_dir)
     run_manifest = run.manifest_path
     own = manifest is None or os.path.abspath(manifest) == run_manifest
     cache = run.predictions_path(split)
     if own and os.path.isfile(cache):
-        return read_predictions(cache)
-    from usmtl.predict import predict
+        frame = read_predictions(cache)
+    else:
+        from usmtl.predict import predict
 
-    frame = predict(run_dir, manifest or run_manifest, split=split)
-    if own:
-        write_csv_atomic(cache, frame)
+        frame = predict(run_dir, manifest or run_manifest, split=split, calibrated=False)
+        if own:
+            write_csv_atomic(cache, frame)
+    edges = TaskGraph.from_config(run.config().tasks).edges
+    return apply_calibration(frame, run.calibration() if calibrated else None, edges)
+
+
+def _needed(frame: pd.DataFrame, by) -> list[str]:
+    """The ``by`` columns the prediction frame lacks (its own columns come first)."""
+    return [c for c in ([by] if isinstance(by, str) else list(by or [])) if c not in frame.columns]
+
+
+def add_manifest_columns(frame: pd.DataFrame, by, rows: pd.DataFrame,
+                         source: str) -> pd.DataFrame:
+    """A copy of ``frame`` with the ``by`` columns it lacks taken from ``rows``: the manifest
+    rows the predictions were made from, in the same order (as :func:`usmtl.predict.predict`
+    writes them).
+
+    Raises:
+        UsmtlError: a column in neither, naming it and both sets of columns; ``rows`` and
+            ``frame`` differing in length or in their images, row by row.
+    """
+    need = _needed(frame, by)
+    if not need:
+        return frame
+    missing = [c for c in need if c not in rows.columns]
+    if missing:
+        raise UsmtlError(f"No column {', '.join(repr(c) for c in missing)} in the predictions or in "
+                         f"{source} to form subgroups (--by). Received columns: predictions "
+                         f"{list(frame.columns)}; manifest {list(rows.columns)}")
+    if len(rows) != len(frame):
+        raise UsmtlError(f"The {len(frame)} predictions and the {len(rows)} rows of {source} differ "
+                         f"in number, so --by {', '.join(need)} cannot be matched row by row (are "
+                         f"the cached predictions stale?). Evaluate the prediction CSV with "
+                         f"--manifest instead, which matches by image. Received: {len(frame)} and "
+                         f"{len(rows)} rows")
+    ours, theirs = frame["image"].astype(str).to_numpy(), rows["image"].astype(str).to_numpy()
+    differ = np.flatnonzero(ours != theirs)
+    if len(differ):
+        i = int(differ[0])
+        raise UsmtlError(f"The predictions and the rows of {source} are not in the same order "
+                         f"({len(differ)} row(s) differ, first row {i}: {ours[i]!r} against "
+                         f"{theirs[i]!r}), so --by {', '.join(need)} cannot be matched row by row. "
+                         f"Received: {source}")
+    frame = frame.copy()
+    for column in need:
+        frame[column] = rows[column].to_numpy()
     return frame
+
+
+def merge_manifest_columns(frame: pd.DataFrame, by, manifest: str | None,
+                           source: str = "the predictions") -> pd.DataFrame:
+    """A copy of ``frame`` with the ``by`` columns it lacks read from the ``manifest`` CSV,
+    matched by the ``image`` column as written in both files.
+
+    An image listed twice in the manifest is accepted only when its rows agree on those
+    columns (two lesions of one image on one scanner); otherwise the match is ambiguous.
+
+    Raises:
+        UsmtlError: a column in neither (or no manifest given), naming it and the columns
+            available; a manifest without ``image``; an image repeated with different values;
+            a prediction image missing from the manifest.
+    """
+    need = _needed(frame, by)
+    if not need:
+        return frame
+    if manifest is None:
+        raise UsmtlError(f"No column {', '.join(repr(c) for c in need)} in {source} to form "
+                         f"subgroups (--by); pass --manifest to read it from a manifest, matched by "
+                         f"image. Received columns: {list(frame.columns)}")
+    try:
+        rows = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UsmtlError(f"{manifest}: cannot read the manifest ({exc})") from None
+    missing = [c for c in ["image"] + need if c not in rows.columns]
+    if missing:
+        raise UsmtlError(f"No column {', '.join(repr(c) for c in missing)} in the predictions or in "
+                         f"{manifest} (--by). Received columns: predictions {list(frame.columns)}; "
+                         f"manifest {list(rows.columns)}")
+    distinct = rows[["image"] + need].drop_duplicates()
+    repeated = distinct["image"][distinct["image"].duplicated()].unique()
+    if len(repeated):
+        raise UsmtlError(f"{manifest}: {len(repeated)} image(s) repeat with different "
+                         f"{', '.join(need)}, so the predictions cannot be matched to one row by "
+                         f"image. Add the column(s) to the prediction CSV instead. Received: e.g. "
+                         f"{list(repeated[:3])}")
+    lookup = distinct.set_index("image")
+    images = frame["image"].astype(str)
+    absent = images[~images.isin(lookup.index)].unique()
+    if len(absent):
+        raise UsmtlError(f"{len(absent)} image(s) of {source} are not in {manifest} (images are "
+                         f"matched as written in both files). Received: e.g. {list(absent[:3])}")
+    frame = frame.copy()
+    for column in need:
+        frame[column] = images.map(lookup[column]).to_numpy()
+    return frame
+
+
+def run_manifest_rows(run_dir: str, manifest: str | None = None, split: str = "test") -> pd.DataFrame:
+    """The manifest rows (as text) of a run's ``split``, in the order its predictions list
+    them (:func:`usmtl.predict.predict` selects them with
+    :func:`usmtl.data.splits.select_split_rows`)."""
+    from usmtl.data.manifest import read_manifest
+    from usmtl.data.splits import select_split_rows
+    from usmtl.run import Run
+
+    run = Run.open(run_dir)
+    path = manifest or run.manifest_path
+    rows, _ = select_split_rows(read_manifest(path), run.split_path, split, path, run_dir)
+    return rows.frame
 
 
 def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
                  threshold: float = 0.5, patient_how: str = "mean", n_boot: int = 1000,
-                 seed: int = 0, skip_unlabelled: bool = False) -> dict:
-    """Evaluate a run directory on a split; writes metrics.json, metrics.csv, report.md and
-    ROC curves into it (into ``RUN/eval-<split>`` for another manifest).
+                 seed: int = 0, skip_unlabelled: bool = False,
+                 by: list[str] | None = None) -> dict:
+    """Evaluate a run directory on a split; writes metrics.json, metrics.csv, report.md, ROC
+    curves, calibration, operating points and decision curves into it (into
+    ``RUN/eval-<split>`` for another manifest), and subgroup tables with ``by``.
 
     Args:
         run_dir: a finished run directory.
         manifest: another manifest (default: the run's own).
-        split: the split scored; thresholds (Youden) come from ``val`` of the run's manifest.
+        split: the split scored; thresholds (Youden, operating points) come from ``val`` of
+            the run's manifest.
         threshold: the probability threshold of ACC, SE, SP, precision and F1.
         patient_how: a patient's score from its images, ``mean`` or ``max``.
         n_boot: bootstrap resamples of patients for the 95% CIs.
         seed: the bootstrap's seed.
         skip_unlabelled: score only the tasks with labels instead of refusing.
+        by: columns forming subgroups: from the predictions, else from the manifest rows of
+            the split (in the predictions' order).
 
     Returns:
         The report (``metrics.json``'s content): per task its cohort, n, positives, image-
-        and patient-level metrics with CIs, Youden results; the inconsistency rates per edge;
-        ``out_dir``.
+        and patient-level metrics with CIs, Youden results, ``calibration`` and
+        ``operating_points``; the inconsistency rates per edge; ``subgroups``; ``out_dir``.
 
     Raises:
-        UsmtlError: not a run directory, or a task without labels (unless ``skip_unlabelled``).
+        UsmtlError: not a run directory, a task without labels (unless ``skip_unlabelled``),
+            or a ``by`` column in neither the predictions nor the manifest, or rows that do
+            not match the predictions.
 
     Example:
         >>> from usmtl.evaluation.evaluate import evaluate_run
@@ -352,13 +705,16 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
 
     graph = TaskGraph.from_config(Run.open(run_dir).config().tasks)
     frame = run_predictions(run_dir, manifest, split)
+    source = f"{run_dir} ({split} split of {manifest or 'its manifest'})"
+    if _needed(frame, by):
+        frame = add_manifest_columns(frame, by, run_manifest_rows(run_dir, manifest, split),
+                                     f"the {split} rows of {manifest or 'the run manifest'}")
     val_frame = None
     if split != "val" and manifest is None:
         val_frame = run_predictions(run_dir, None, "val")
     cohorts = {name: graph.cohort_text(name) for name in graph.names}
-    source = f"{run_dir} ({split} split of {manifest or 'its manifest'})"
     report = evaluate_predictions(frame, graph.edges, threshold, val_frame, patient_how, n_boot, seed,
-                                  cohorts, skip_unlabelled, source)
+                                  cohorts, skip_unlabelled, source, by=by)
     out = run_dir if manifest is None and split == "test" else os.path.join(run_dir, f"eval-{split}")
     write_report(report, frame, out, f"Evaluation of {os.path.basename(os.path.abspath(run_dir))} "
                                      f"on the {split} split")
@@ -369,21 +725,54 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
 def evaluate_file(predictions: str, out_dir: str, edges=(), threshold: float = 0.5,
                   val_predictions: str | None = None, patient_how: str = "mean",
                   n_boot: int = 1000, seed: int = 0, cohorts: dict[str, str] | None = None,
-                  skip_unlabelled: bool = False) -> dict:
+                  skip_unlabelled: bool = False, by: list[str] | None = None,
+                  manifest: str | None = None) -> dict:
     """Evaluate any prediction CSV (a CNN run's, the radiomics baseline's, an export's).
 
     ``cohorts`` (``{"alnm": "malignancy"}``) scores each child only where its parent's label
     is 1, as the paper scores ALNM within the malignant masses. A task without labels is an
     error unless ``skip_unlabelled``; nothing is written then.
+
+    Args:
+        predictions: the prediction CSV scored.
+        out_dir: the report's folder.
+        edges: ``(parent, child)`` pairs for the inconsistency rates.
+        threshold: the probability threshold of ACC, SE, SP, precision and F1.
+        val_predictions: validation predictions: the Youden threshold and the operating
+            points are chosen on them (without, operating points are chosen on the scored
+            file and marked optimistic).
+        patient_how: a patient's score from its images, ``mean`` or ``max``.
+        n_boot: bootstrap resamples of patients for the 95% CIs.
+        seed: the bootstrap's seed.
+        cohorts: ``{child: parent}``.
+        skip_unlabelled: score only the tasks with labels instead of refusing.
+        by: columns forming subgroups: from the prediction CSV, else from ``manifest``.
+        manifest: a manifest CSV the ``by`` columns are read from, matched by ``image``.
+
+    Returns:
+        The report, as :func:`evaluate_run`'s.
+
+    Raises:
+        UsmtlError: a task without labels (unless ``skip_unlabelled``); a ``by`` column in
+            neither file; a manifest whose images do not match (see
+            :func:`merge_manifest_columns`). Nothing is written then.
+
+    Example:
+        >>> from usmtl.evaluation.evaluate import evaluate_file
+        >>> report = evaluate_file("test_predictions.csv", "eval", by=["device"],
+        ...                        manifest="manifest.csv")  # doctest: +SKIP
+        >>> report["subgroups"]["device"]["malignancy"]["heterogeneity"]["p"]  # doctest: +SKIP
+        0.41
     """
     cohorts = cohorts or {}
     frame = restrict_to_cohorts(read_predictions(predictions), cohorts)
+    frame = merge_manifest_columns(frame, by, manifest, predictions)
     val_frame = read_predictions(val_predictions) if val_predictions else None
     if val_frame is not None:
         val_frame = restrict_to_cohorts(val_frame, cohorts)
     described = {child: f"{parent} = 1" for child, parent in cohorts.items()}
     report = evaluate_predictions(frame, edges, threshold, val_frame, patient_how, n_boot, seed,
-                                  described, skip_unlabelled, predictions)
+                                  described, skip_unlabelled, predictions, by=by)
     write_report(report, frame, out_dir, f"Evaluation of {os.path.basename(predictions)}")
     report["out_dir"] = out_dir
     return report
