@@ -98,3 +98,10 @@ def busbra_root():
     if not (BUSBRA / "bus_data.csv").is_file():
         pytest.skip(f"BUS-BRA not found at {BUSBRA}")
     return BUSBRA
+
+
+@pytest.fixture(scope="session")
+def trained_run(phantoms, tmp_path_factory):
+    """A tiny run trained for 2 epochs on the phantoms, shared by tests that only read it
+    (calibrate, validate, report): copy it before changing it."""
+    return train_tiny_run(tmp_path_factory.mktemp("trained") / "run", phantoms, epochs=2)

@@ -57,7 +57,7 @@ def predict_arrays(model, cfg: ExperimentConfig, paths, boxes, batch_size: int =
 
 
 def predict(model_path: str, input_path: str, box: str | None = None, split: str | None = None,
-            batch_size: int = 32) -> pd.DataFrame:
+            batch_size: int = 32, calibrated: bool = True) -> pd.DataFrame:
     """Probabilities of every head for one image with ``box`` or for a manifest.
 
     Args:
@@ -68,11 +68,14 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
         split: only the manifest rows of this split of the model's run (``train``, ``val``,
             ``test``).
         batch_size: images per forward pass.
+        calibrated: apply the model's recalibration (``usmtl calibrate``) when it has one:
+            ``p_<task>`` is then calibrated and ``raw_<task>`` holds the head's own score.
 
     Returns:
         The prediction frame (:mod:`usmtl.evaluation.predictions`): ``image, patient_id,
-        split``, ``p_<task>`` and, where the manifest has them, ``y_<task>`` restricted to
-        each task's cohort, then the hierarchy-violation columns.
+        split``, ``p_<task>`` (``raw_<task>`` when calibrated) and, where the manifest has
+        them, ``y_<task>`` restricted to each task's cohort, then the hierarchy-violation
+        columns.
 
     Raises:
         UsmtlError: a path no format opens, a single image without ``--box`` or with a box
@@ -87,6 +90,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import select_split_rows
     from usmtl.evaluation.predictions import predictions_frame
+    from usmtl.evaluation.recalibrate import apply_calibration
     from usmtl.run import Run
     from usmtl.data.prepare import require_usable
     from usmtl.tasks import TaskGraph, label_table
@@ -104,7 +108,8 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
         if not the_box.inside(height, width):
             raise UsmtlError(f"--box {box} lies outside the {width}x{height} image {input_path}")
         probs = predict_arrays(model, cfg, [input_path], [the_box], batch_size)
-        return predictions_frame([input_path], [""], [""], probs, None, graph.edges)
+        frame = predictions_frame([input_path], [""], [""], probs, None, graph.edges)
+        return apply_calibration(frame, opened.calibration if calibrated else None, graph.edges)
 
     manifest = read_manifest(input_path)
     split_file = Run(run_dir).split_path if run_dir else None
@@ -114,5 +119,6 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     require_usable(manifest, graph=TaskGraph(present) if present else None)
     labels = label_table(manifest, TaskGraph(present)) if present else {}
     probs = predict_arrays(model, cfg, manifest.image_paths(), manifest.boxes(), batch_size)
-    return predictions_frame(manifest.frame["image"], manifest.patient_ids(), splits, probs,
-                             labels, graph.edges)
+    frame = predictions_frame(manifest.frame["image"], manifest.patient_ids(), splits, probs,
+                              labels, graph.edges)
+    return apply_calibration(frame, opened.calibration if calibrated else None, graph.edges)

@@ -8,7 +8,8 @@ needs the trainer to find them::
     config.yaml  split.csv  run.json  versions.json  history.csv  logs/ (TensorBoard)
     checkpoints/best.keras (the model kept)  checkpoints/last.keras  checkpoints/best.json
     backup/ (the last complete epoch, to resume)  cache/ (a file cache, removed when finished)
-    val_predictions.csv  val_metrics.json  <split>_predictions.csv (cached by evaluate)
+    val_predictions.csv  val_metrics.json  <split>_predictions.csv (cached by evaluate; raw
+    scores)  calibration.json (usmtl calibrate: applied whenever the run's scores are read)
     .lock  run.lock.json (while a process holds the run: its PID and host)
 
 ``run.json`` holds the manifest, the config's name and the status: ``running`` (in progress,
@@ -58,6 +59,7 @@ BACKUP_DIR = "backup"
 CACHE_DIR = "cache"
 VAL_PREDICTIONS = "val_predictions.csv"
 VAL_METRICS = "val_metrics.json"
+CALIBRATION = "calibration.json"
 LOCK_FILE = ".lock"
 LOCK_INFO = "run.lock.json"
 LOCK_FILES = (LOCK_FILE, LOCK_INFO)
@@ -270,6 +272,7 @@ class Run:
     cache_dir = property(lambda self: self.file(CACHE_DIR), doc="cache/ (file cache of crops)")
     val_predictions_path = property(lambda self: self.file(VAL_PREDICTIONS), doc="val_predictions.csv")
     val_metrics_path = property(lambda self: self.file(VAL_METRICS), doc="val_metrics.json")
+    calibration_path = property(lambda self: self.file(CALIBRATION), doc="calibration.json")
     lock_path = property(lambda self: self.file(LOCK_FILE), doc=".lock")
     lock_info_path = property(lambda self: self.file(LOCK_INFO), doc="run.lock.json")
 
@@ -421,6 +424,13 @@ class Run:
             raise UsmtlError(f"{self.path}: no {MODELS[which]}; is it a finished run directory? "
                              f"Received: {self.path}")
         return load_keras_model(path)
+
+    def calibration(self) -> dict | None:
+        """The recalibration of ``usmtl calibrate`` (:mod:`usmtl.evaluation.recalibrate`),
+        or None when the run has none."""
+        if not os.path.isfile(self.calibration_path):
+            return None
+        return read_json(self.calibration_path)
 
     def read_json(self, name: str):
         """A JSON file of the run (``name`` relative to it)."""

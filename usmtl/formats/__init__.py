@@ -304,6 +304,21 @@ class OpenedModel:
     def model(self):
         return self.format.load(self.found, **self.options)
 
+    @functools.cached_property
+    def calibration(self) -> dict | None:
+        """The recalibration applied to this model's scores (``usmtl calibrate``): the run's
+        ``calibration.json`` for a run or a ``.keras`` file in one, the copy in an export's
+        ``usmtl_export.json``; None when there is none."""
+        if self.format.keras:
+            from usmtl.run import Run
+
+            return Run(self.run_dir).calibration() if self.run_dir else None
+        if self.found.has_side_files:
+            from usmtl.export.artifacts import read_metadata
+
+            return read_metadata(self.found.sidecar).get("calibration")
+        return None
+
     def require_keras(self, why: str = "this needs a Keras model") -> "OpenedModel":
         """``self`` when it is a Keras model; else an error naming the path and ``why``
         (nothing is loaded either way)."""

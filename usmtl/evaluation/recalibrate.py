@@ -1,0 +1,271 @@
+"""Recalibration (``usmtl calibrate``): map a head's probabilities to calibrated ones, fitted on
+the validation split of its run and applied wherever the run's scores are read.
+
+Two maps, both monotone (AUC and every ranking are unchanged; thresholds move):
+
+- ``platt``: ``sigmoid(a * logit(p) + b)``, logistic recalibration (Platt 1999, fitted by
+  maximum likelihood on the logit of the head's score, as in Steyerberg's "Clinical
+  Prediction Models", ch. 15). Corrects both the slope and the intercept.
+- ``temperature``: ``sigmoid(logit(p) / T)`` (Guo et al., ICML 2017): one parameter,
+  corrects over- and under-confidence only.
+
+A calibration is a JSON-able dict, stored as the run's ``calibration.json``::
+
+    {"method": "platt", "fitted_on": "val", "tasks": {"malignancy": {"a": .., "b": .., "n": ..,
+     "positives": ..}}}
+
+Prediction caches (``val_predictions.csv``, ``<split>_predictions.csv``) always hold the raw
+scores; :func:`apply_calibration` is applied when they are read, so thresholds chosen on
+validation and the scores they are applied to always agree.
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.uniform(0.01, 0.99, 2000)
+    >>> y = (rng.uniform(size=2000) < 1 / (1 + np.exp(-0.5 * np.log(p / (1 - p))))).astype(float)
+    >>> params = fit_task(y, p, "platt")
+    >>> round(params["a"], 1)  # the scores were over-confident: slope about 0.5
+    0.5
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+from usmtl.errors import UsmtlError
+
+METHODS = ("platt", "temperature")
+# Scores of exactly 0 or 1 have an infinite logit; a float32 sigmoid saturates near 1e-7.
+_EPS = 1e-6
+
+
+def logit(p) -> np.ndarray:
+    """``log(p / (1 - p))`` with ``p`` clipped to ``[1e-6, 1 - 1e-6]`` (a saturated sigmoid
+    would give an infinite logit)."""
+    p = np.clip(np.asarray(p, float), _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * x))  # no overflow warning for large |x|
+
+
+def logistic_fit(x, y, offset=None, slope: bool = True, iterations: int = 100) -> tuple[float, float]:
+    """Maximum-likelihood ``(intercept, coefficient)`` of ``y ~ intercept + coefficient * x``
+    (``+ offset``), by Newton-Raphson. ``slope=False`` fits the intercept alone (coefficient
+    0; with ``offset=x`` it is calibration-in-the-large).
+
+    Raises:
+        UsmtlError: one class only (no finite maximum), or no convergence.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(np.unique(y)) < 2:
+        raise UsmtlError(f"A logistic fit needs both classes. Received: {len(y)} labels, all "
+                         f"{y[0] if len(y) else 'missing'}")
+    offset = np.zeros_like(x) if offset is None else np.asarray(offset, float)
+    design = np.column_stack([np.ones_like(x), x]) if slope else np.ones((len(x), 1))
+    beta = np.zeros(design.shape[1])
+    for _ in range(iterations):
+        mu = _sigmoid(design @ beta + offset)
+        gradient = design.T @ (y - mu)
+        hessian = design.T @ (design * (mu * (1 - mu))[:, None])
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
+            break
+        beta += step
+        if np.max(np.abs(step)) < 1e-10:
+            return float(beta[0]), float(beta[1]) if slope else 0.0
+    raise UsmtlError("The logistic recalibration did not converge (perfectly separated scores?). "
+                     f"Received: {len(y)} labels, {int(y.sum())} positive")
+
+
+def _fit_temperature(y: np.ndarray, z: np.ndarray) -> float:
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_t):
+        q = np.clip(_sigmoid(z / math.exp(log_t)), 1e-12, 1 - 1e-12)
+        return -np.mean(y * np.log(q) + (1 - y) * np.log1p(-q))
+
+    return float(math.exp(minimize_scalar(nll, bounds=(-5, 5), method="bounded").x))
+
+
+def fit_task(y, p, method: str = "platt") -> dict:
+    """Fit one head's recalibration on its known labels.
+
+    Args:
+        y: labels (NaN = unknown, dropped).
+        p: the head's probabilities.
+        method: ``platt`` or ``temperature``.
+
+    Returns:
+        ``{"a", "b"}`` (platt) or ``{"temperature"}``, with ``n`` and ``positives``.
+
+    Raises:
+        UsmtlError: an unknown method; fewer than 2 labels of each class; a Platt slope
+            <= 0 (the scores do not rank the labels; the map would invert them).
+    """
+    if method not in METHODS:
+        raise UsmtlError(f"method must be one of {list(METHODS)}. Received: {method!r}")
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    known = ~np.isnan(y) & ~np.isnan(p)
+    y, z = y[known], logit(p[known])
+    positives = int(y.sum())
+    if positives < 2 or len(y) - positives < 2:
+        raise UsmtlError(f"Recalibration needs at least 2 labelled positives and 2 negatives. "
+                         f"Received: {len(y)} labels, {positives} positive")
+    counts = {"n": int(len(y)), "positives": positives}
+    if method == "platt":
+        b, a = logistic_fit(z, y)
+        if a <= 0:
+            # a head that does not rank on validation: a negative slope would invert it
+            raise UsmtlError(f"The fitted Platt slope is {a:.3f} <= 0: the scores do not rank "
+                             f"the labels on this data, and recalibrating would invert them. "
+                             f"Received: {len(y)} labels, {positives} positive")
+        return {"a": a, "b": b, **counts}
+    return {"temperature": _fit_temperature(y, z), **counts}
+
+
+def apply_task(params: dict, p) -> np.ndarray:
+    """Calibrated probabilities of one head (NaN stays NaN)."""
+    z = logit(p)
+    if "temperature" in params:
+        return _sigmoid(z / params["temperature"])
+    return _sigmoid(params["a"] * z + params["b"])
+
+
+def fit_calibration(frame: pd.DataFrame, method: str = "platt", tasks=None,
+                    fitted_on: str = "val") -> dict:
+    """A calibration of every task (or ``tasks``) of a prediction frame with labels.
+
+    Raises:
+        UsmtlError: a task without ``p_``/``y_`` columns or with too few labels, naming it.
+    """
+    from usmtl.evaluation.predictions import prediction_tasks
+
+    tasks = list(tasks) if tasks else prediction_tasks(frame)
+    fitted = {}
+    for task in tasks:
+        if f"p_{task}" not in frame or f"y_{task}" not in frame:
+            raise UsmtlError(f"Task {task!r} has no p_{task}/y_{task} columns in the {fitted_on} "
+                             f"predictions. Received columns: {list(frame.columns)}")
+        try:
+            fitted[task] = fit_task(frame[f"y_{task}"], frame[f"p_{task}"], method)
+        except UsmtlError as exc:
+            raise UsmtlError(f"Task {task!r} on the {fitted_on} split: {exc}") from None
+    return {"method": method, "fitted_on": fitted_on, "tasks": fitted}
+
+
+def apply_calibration(frame: pd.DataFrame, calibration: dict | None, edges=(),
+                      threshold: float = 0.5) -> pd.DataFrame:
+    """A copy of a prediction frame with ``p_<task>`` calibrated and the raw score kept as
+    ``raw_<task>``; the frame itself when ``calibration`` is None or already applied. The
+    hierarchy-violation columns are recomputed on the calibrated scores over ``edges``."""
+    if not calibration or any(c.startswith("raw_") for c in frame.columns):
+        return frame
+    from usmtl.evaluation.predictions import prediction_tasks, violations
+
+    out = frame.copy()
+    for task, params in calibration["tasks"].items():
+        if f"p_{task}" in out:
+            raw = out[f"p_{task}"].to_numpy(float)
+            out.insert(out.columns.get_loc(f"p_{task}") + 1, f"raw_{task}", raw)
+            out[f"p_{task}"] = apply_task(params, raw)
+    if edges and "hierarchy_violation" in out:
+        probs = {t: out[f"p_{t}"].to_numpy(float) for t in prediction_tasks(out)}
+        flags, which, excess = violations(probs, edges, threshold)
+        out["hierarchy_violation"], out["violated_edges"] = flags.astype(int), which
+        out["hierarchy_excess"] = excess
+    return out
+
+
+def describe(calibration: dict | None) -> str:
+    """One line for outputs: what was applied."""
+    if not calibration:
+        return "uncalibrated (no calibration.json)"
+    tasks = ", ".join(calibration["tasks"])
+    return (f"calibrated ({calibration['method']}, fitted on the {calibration['fitted_on']} "
+            f"split; {tasks})")
+
+
+def _calibration_figures(frame: pd.DataFrame, task: str, column: str) -> dict:
+    from usmtl.evaluation.calibration import calibration_metrics
+
+    figures = calibration_metrics(frame[f"y_{task}"].to_numpy(float),
+                                  frame[column].to_numpy(float),
+                                  frame["patient_id"].astype(str).to_numpy(), n_boot=0)
+    return {name: value["value"] for name, value in figures.items()}
+
+
+def calibrate_run(run_dir: str, method: str = "platt", remove: bool = False) -> dict:
+    """``usmtl calibrate``: fit a recalibration of every labelled head on the run's
+    validation split and store it as the run's ``calibration.json``; from then on
+    ``predict``, ``evaluate``, ``validate`` and ``export`` apply (or carry) it.
+
+    Args:
+        run_dir: a finished run directory.
+        method: ``platt`` or ``temperature``.
+        remove: delete the run's calibration instead (scores are raw again).
+
+    Returns:
+        ``{"calibration": the stored dict (None when removed), "skipped": {task: why},
+        "figures": {split: {task: {"before": {...}, "after": {...}}}}}`` with Brier, ECE,
+        calibration intercept and slope before and after on val (in-sample: the fit's own
+        data) and test.
+
+    Raises:
+        UsmtlError: not a run directory; no head could be fitted (each reason named).
+
+    Example:
+        >>> from usmtl.evaluation.recalibrate import calibrate_run
+        >>> result = calibrate_run("runs/quickstart", "platt")  # doctest: +SKIP
+        >>> result["figures"]["test"]["malignancy"]["after"]["slope"]  # doctest: +SKIP
+        0.97
+    """
+    from usmtl.evaluation.evaluate import run_predictions
+    from usmtl.run import Run
+
+    run = Run.open(run_dir)
+    with run.lock():
+        if remove:
+            if os.path.isfile(run.calibration_path):
+                os.remove(run.calibration_path)
+            return {"calibration": None, "skipped": {}, "figures": {}}
+        if method not in METHODS:
+            raise UsmtlError(f"method must be one of {list(METHODS)}. Received: {method!r}")
+        val = run_predictions(run_dir, None, "val", calibrated=False)
+        fitted, skipped = {}, {}
+        from usmtl.evaluation.predictions import prediction_tasks
+
+        for task in prediction_tasks(val):
+            try:
+                fitted[task] = fit_calibration(val, method, [task])["tasks"][task]
+            except UsmtlError as exc:
+                skipped[task] = str(exc)
+        if not fitted:
+            raise UsmtlError(f"{run_dir}: no head could be recalibrated on its validation split: "
+                             + "; ".join(f"{t}: {why}" for t, why in skipped.items()))
+        calibration = {"method": method, "fitted_on": "val", "tasks": fitted}
+        run.write_json(os.path.basename(run.calibration_path), calibration)
+    figures = {}
+    for split in ("val", "test"):
+        frame = run_predictions(run_dir, None, split)
+        figures[split] = {task: {"before": _calibration_figures(frame, task, f"raw_{task}"),
+                                 "after": _calibration_figures(frame, task, f"p_{task}")}
+                          for task in fitted if frame[f"y_{task}"].notna().any()}
+    return {"calibration": calibration, "skipped": skipped, "figures": figures}
+
+
+def format_figures(result: dict) -> str:
+    """The before/after table of :func:`calibrate_run`, as Markdown."""
+    lines = ["| split | task | Brier | ECE | intercept | slope |", "|---|---|---|---|---|---|"]
+    for split, tasks in result["figures"].items():
+        for task, both in tasks.items():
+            cells = [f"{both['before'][k]:.3f} -> {both['after'][k]:.3f}"
+                     for k in ("brier", "ece", "intercept", "slope")]
+            lines.append(f"| {split} | {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
