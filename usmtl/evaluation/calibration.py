@@ -58,8 +58,9 @@ def _known(y, p) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, EPS, 1 - EPS)
+def logit(p) -> np.ndarray:
+    """``log(p / (1 - p))``, ``p`` clipped to ``[EPS, 1 - EPS]`` (0 and 1 have no finite logit)."""
+    p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
     return np.log(p) - np.log1p(-p)
 
 
@@ -165,13 +166,13 @@ def expected_calibration_error(y, p, n_bins: int = 10) -> float:
     return float(np.abs(gap).sum() / len(y))
 
 
-def _newton_logistic(y: np.ndarray, lp: np.ndarray, slope: bool, max_iter: int = 100,
-                     tol: float = 1e-10) -> float:
-    """Maximum likelihood by Newton-Raphson of logit P(y=1) = a + lp (``slope`` False: a
-    returned) or of logit P(y=1) = a + b * lp (``slope`` True: b returned), halving a step
-    that lowers the likelihood. NaN when it does not converge (separation: the estimate runs
-    off to infinity). Written out for one or two parameters: the bootstrap calls it
-    thousands of times."""
+def logistic_fit(y: np.ndarray, lp: np.ndarray, slope: bool, max_iter: int = 100,
+                 tol: float = 1e-10) -> tuple[float, float]:
+    """Maximum likelihood ``(a, b)`` by Newton-Raphson of logit P(y=1) = a + lp (``slope``
+    False: b stays 1, lp an offset) or of logit P(y=1) = a + b * lp (``slope`` True), halving
+    a step that lowers the likelihood. (NaN, NaN) when it does not converge (separation: the
+    estimate runs off to infinity). Written out for one or two parameters: the bootstrap calls
+    it thousands of times; :mod:`usmtl.evaluation.recalibrate` fits Platt scaling with it."""
     from scipy.special import expit
 
     beta = np.array([0.0, 1.0])  # perfect calibration: usually a few steps from the answer
@@ -190,15 +191,15 @@ def _newton_logistic(y: np.ndarray, lp: np.ndarray, slope: bool, max_iter: int =
             g0, g1 = r.sum(), np.dot(r, lp)
             det = s0 * s2 - s1 * s1
             if not det > 0:
-                return math.nan
+                return math.nan, math.nan
             step = np.array([(s2 * g0 - s1 * g1) / det, (s0 * g1 - s1 * g0) / det])
         else:
             s0 = w.sum()
             if not s0 > 0:
-                return math.nan
+                return math.nan, math.nan
             step = np.array([r.sum() / s0, 0.0])
         if not np.all(np.isfinite(step)):
-            return math.nan
+            return math.nan, math.nan
         for _ in range(30):
             candidate, candidate_eta = loglik(beta + step)
             if candidate >= current - 1e-12 * (1.0 + abs(current)):
@@ -207,25 +208,26 @@ def _newton_logistic(y: np.ndarray, lp: np.ndarray, slope: bool, max_iter: int =
         beta = beta + step
         current, eta = candidate, candidate_eta
         if np.max(np.abs(step)) < tol * (1.0 + np.max(np.abs(beta))):
-            value = beta[1] if slope else beta[0]
             # separated data creep towards infinity in ever smaller steps: refuse large values
-            return float(value) if abs(value) < 1e3 else math.nan
-    return math.nan
+            if np.max(np.abs(beta)) < 1e3:
+                return float(beta[0]), float(beta[1])
+            return math.nan, math.nan
+    return math.nan, math.nan
 
 
 def _intercept_of(y: np.ndarray, p: np.ndarray) -> float:
     if len(y) == 0 or y.min() == y.max():
         return math.nan
-    return _newton_logistic(y, _logit(p), slope=False)
+    return logistic_fit(y, logit(p), slope=False)[0]
 
 
 def _slope_of(y: np.ndarray, p: np.ndarray) -> float:
     if len(y) == 0 or y.min() == y.max():
         return math.nan
-    lp = _logit(p)
+    lp = logit(p)
     if np.ptp(lp) == 0:
         return math.nan
-    return _newton_logistic(y, lp, slope=True)
+    return logistic_fit(y, lp, slope=True)[1]
 
 
 def calibration_intercept_slope(y, p) -> tuple[float, float]:

@@ -37,51 +37,15 @@ import numpy as np
 import pandas as pd
 
 from usmtl.errors import UsmtlError
+from usmtl.evaluation.calibration import logistic_fit, logit
 
 METHODS = ("platt", "temperature")
-# Scores of exactly 0 or 1 have an infinite logit; a float32 sigmoid saturates near 1e-7.
-_EPS = 1e-6
-
-
-def logit(p) -> np.ndarray:
-    """``log(p / (1 - p))`` with ``p`` clipped to ``[1e-6, 1 - 1e-6]`` (a saturated sigmoid
-    would give an infinite logit)."""
-    p = np.clip(np.asarray(p, float), _EPS, 1 - _EPS)
-    return np.log(p) - np.log1p(-p)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1 + np.tanh(0.5 * x))  # no overflow warning for large |x|
+    from scipy.special import expit
 
-
-def logistic_fit(x, y, offset=None, slope: bool = True, iterations: int = 100) -> tuple[float, float]:
-    """Maximum-likelihood ``(intercept, coefficient)`` of ``y ~ intercept + coefficient * x``
-    (``+ offset``), by Newton-Raphson. ``slope=False`` fits the intercept alone (coefficient
-    0; with ``offset=x`` it is calibration-in-the-large).
-
-    Raises:
-        UsmtlError: one class only (no finite maximum), or no convergence.
-    """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(np.unique(y)) < 2:
-        raise UsmtlError(f"A logistic fit needs both classes. Received: {len(y)} labels, all "
-                         f"{y[0] if len(y) else 'missing'}")
-    offset = np.zeros_like(x) if offset is None else np.asarray(offset, float)
-    design = np.column_stack([np.ones_like(x), x]) if slope else np.ones((len(x), 1))
-    beta = np.zeros(design.shape[1])
-    for _ in range(iterations):
-        mu = _sigmoid(design @ beta + offset)
-        gradient = design.T @ (y - mu)
-        hessian = design.T @ (design * (mu * (1 - mu))[:, None])
-        try:
-            step = np.linalg.solve(hessian, gradient)
-        except np.linalg.LinAlgError:
-            break
-        beta += step
-        if np.max(np.abs(step)) < 1e-10:
-            return float(beta[0]), float(beta[1]) if slope else 0.0
-    raise UsmtlError("The logistic recalibration did not converge (perfectly separated scores?). "
-                     f"Received: {len(y)} labels, {int(y.sum())} positive")
+    return expit(x)  # no overflow warning for large |x|
 
 
 def _fit_temperature(y: np.ndarray, z: np.ndarray) -> float:
@@ -120,7 +84,11 @@ def fit_task(y, p, method: str = "platt") -> dict:
                          f"Received: {len(y)} labels, {positives} positive")
     counts = {"n": int(len(y)), "positives": positives}
     if method == "platt":
-        b, a = logistic_fit(z, y)
+        b, a = logistic_fit(y, z, slope=True)
+        if math.isnan(a):
+            raise UsmtlError(f"The logistic recalibration did not converge (the scores separate "
+                             f"the labels perfectly?). Received: {len(y)} labels, {positives} "
+                             f"positive")
         if a <= 0:
             # a head that does not rank on validation: a negative slope would invert it
             raise UsmtlError(f"The fitted Platt slope is {a:.3f} <= 0: the scores do not rank "
