@@ -506,3 +506,20 @@ def test_to_uint8(array, expected):
     out = to_uint8(array)
     assert out.dtype == np.uint8
     assert out.tolist() == expected
+
+
+def test_a_written_manifest_has_the_permissions_of_a_plain_file(tmp_path):
+    """Importers write manifests atomically; a temporary file's owner-only mode must not
+    stick to the manifest other people read."""
+    import os
+
+    import pandas as pd
+
+    from usmtl.data.manifest import write_manifest
+
+    umask = os.umask(0o022)
+    try:
+        write_manifest(pd.DataFrame({"image": ["a.png"]}), tmp_path / "m.csv")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.csv").stat().st_mode & 0o777 == 0o644

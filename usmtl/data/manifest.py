@@ -35,13 +35,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
+from usmtl.atomic import write_csv_atomic
 from usmtl.errors import ImageReadError, ManifestError
 
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
@@ -188,19 +188,10 @@ def _cell(value) -> str:
 
 
 def write_manifest(frame: pd.DataFrame, path: str) -> None:
-    """Write a manifest atomically: a crash never leaves half a file behind."""
+    """Write a manifest atomically (:mod:`usmtl.atomic`): a crash never leaves half a file."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".csv", dir=folder)
-    os.close(fd)
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_csv_atomic(path, frame)
 
 
 # ---------------------------------------------------------------------------------------
