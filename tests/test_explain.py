@@ -1,6 +1,7 @@
 """Grad-CAM / Grad-CAM++ maps, overlays, the radial profile and the explain commands."""
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -367,3 +368,109 @@ def test_explain_and_cam_profile_commands_write_their_files(blob_run, tmp_path):
     assert len(frame) == 12 and set(frame["run"]) == {"best", "last"}
     assert frame["mean"].between(0, 1).all() and (frame["n_images"] > 0).all()
     assert cv2.imread(str(prof / "radial_profile.png")) is not None
+
+
+# ---------------------------------------------------------------------------------------
+# The shortcut audit on a tiny (untrained) model, with data.inpaint_marks
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def audit_run(tmp_path_factory, tiny_model):
+    """A run folder (config.yaml with data.inpaint_marks, checkpoints/best.keras) holding the
+    untrained tiny model, and a manifest of six synthetic scans with calipers, text and
+    lesion masks (three patients)."""
+    from tests.test_marks import marked_scan, synthetic_scan
+
+    from usmtl.config import config_from_dict, save_config
+    from usmtl.data.manifest import Box
+
+    folder = tmp_path_factory.mktemp("audit")
+    run = folder / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(config_from_dict(tiny_config_dict(data={"inpaint_marks": True})),
+                str(run / "config.yaml"))
+    tiny_model.save(run / "checkpoints" / "best.keras")
+    rows = []
+    for i in range(6):
+        image, _, _ = marked_scan(seed=i)
+        _, lesion = synthetic_scan(seed=i)
+        cv2.imwrite(str(folder / f"scan{i}.png"), image)
+        cv2.imwrite(str(folder / f"mask{i}.png"), lesion.astype(np.uint8) * 255)
+        box = Box.from_mask(lesion)
+        rows.append({"image": f"scan{i}.png", "mask": f"mask{i}.png", "patient_id": f"p{i // 2}",
+                     "malignant": i % 2, "alnm": 0, "aln_count": 0, "x_min": box.x_min,
+                     "y_min": box.y_min, "x_max": box.x_max, "y_max": box.y_max})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    return run, folder / "manifest.csv"
+
+
+def test_shortcut_audit_of_a_tiny_model_writes_its_numbers(audit_run, tmp_path):
+    import json
+
+    from usmtl.explain import shortcut_audit
+    from usmtl.explain.audit import ABOVE, DRAWN, NOT_DRAWN, UNIFORM
+
+    run, manifest = audit_run
+    result = shortcut_audit(str(run), str(manifest), None, None, out=str(tmp_path / "audit"),
+                            n_boot=50)
+    frame = result["images"]
+    assert len(frame) == 6 * 3 and set(frame["task"]) == {"malignancy", "alnm", "aln_ge_2"}
+    for column in ("probability", "cam_in_box", "box_fraction", "cam_in_mask", "mask_fraction",
+                   "cam_on_marks", "marks_fraction", "marks_image_share"):
+        values = frame[column].dropna()
+        assert len(values) and values.between(0, 1).all(), column
+    assert (frame["marks_fraction"] > 0).all()  # every RoI holds a caliper
+    assert frame["mask_fraction"].lt(frame["box_fraction"]).all()  # the ellipse in its box
+    table = result["summary"]
+    assert set(table["region"]) <= {"box", "mask", "marks"} and len(table)
+    assert set(table["verdict"]) <= {UNIFORM, ABOVE, DRAWN, NOT_DRAWN}
+    assert np.isfinite(table["ratio"]).all() and (table["ratio"] > 0).all()
+    assert all(w.startswith("WARNING: ") for w in result["warnings"])
+    saved = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert saved["settings"]["inpaint_marks"] is True and saved["settings"]["n_images"] == 6
+    assert saved["warnings"] == result["warnings"]
+    assert set(saved["tasks"]) == {"malignancy", "alnm", "aln_ge_2"}
+    assert saved["tasks"]["malignancy"]["roi_with_marks"] == 1.0
+    text = (tmp_path / "audit" / "audit.md").read_text()
+    assert "| task | region | images |" in text and "## Warnings" in text
+    assert len(pd.read_csv(tmp_path / "audit" / "audit.csv")) == 18
+
+
+def test_explain_audit_command(audit_run, tmp_path):
+    run, manifest = audit_run
+    result = invoke("explain", run, manifest, "--task", "all", "--audit", "--bootstrap", "20",
+                    "--limit", "4", "--out", tmp_path / "cli")
+    assert result.exit_code == 0, result.output
+    assert "| task | region | images |" in result.output and "maps all zero" in result.output
+    assert "Wrote " in result.output and (tmp_path / "cli" / "audit.md").is_file()
+    assert len(pd.read_csv(tmp_path / "cli" / "audit.csv")) == 4 * 3
+    result = invoke("explain", run, manifest, "--task", "all", "--audit", "--compare", run,
+                    "--out", tmp_path / "bad")
+    assert result.exit_code == 2 and "Received: --compare" in result.output
+    assert not (tmp_path / "bad").exists()
+
+    from usmtl.explain import explain
+
+    frame = explain(str(run), str(manifest), ["alnm"], limit=2, out=str(tmp_path / "fn"),
+                    audit=True, n_boot=0)
+    assert len(frame) == 2 and (tmp_path / "fn" / "audit.json").is_file()
+    assert not list((tmp_path / "fn").glob("*.npy"))  # the audit instead of heatmaps
+
+
+def test_export_of_an_inpainting_run_says_the_graph_does_not_inpaint(audit_run, tmp_path):
+    import json
+
+    from usmtl.export import export
+
+    run, manifest = audit_run
+    said = []
+    result = export(str(run), "savedmodel", str(tmp_path / "exports"), manifest=str(manifest),
+                    images=3, calibration_images=1, latency_runs=1, log=said.append)
+    assert result.passed  # parity crops are inpainted for both sides
+    assert any(line.startswith("WARNING: the run was trained with data.inpaint_marks")
+               for line in said)
+    meta = json.loads((Path(result.sidecar) / "usmtl_export.json").read_text())
+    assert meta["inpaint_marks"]["trained_with"] is True
+    assert meta["inpaint_marks"]["in_graph"] is False
+    assert "NOT inpaint" in meta["inpaint_marks"]["note"]

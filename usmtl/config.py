@@ -81,6 +81,12 @@ class DataConfig:
     # Grow the shorter side of the RoI to a square before resizing, so shapes are not
     # distorted (the taller-than-wide sign of malignancy survives).
     square_roi: bool = True
+    # Inpaint burned-in marks (calipers, text, scale ticks; usmtl.data.marks) on the whole
+    # image before cropping, in training, prediction, explain and export parity alike. Off by
+    # default: it changes the pixels a model sees (a run trained without it must be used
+    # without it), it costs ~20 ms per image, and whether it helps is a per-dataset question
+    # for `usmtl explain --audit`. An exported graph cannot inpaint: its clients must.
+    inpaint_marks: bool = False
     test_fraction: float = 0.3
     val_fraction: float = 0.15
     split_seed: int = 0
@@ -162,6 +168,7 @@ class ExperimentConfig:
         checks = [
             ("data.image_size", self.data.image_size >= 32, "an integer >= 32"),
             ("data.roi_margin", self.data.roi_margin >= 0, "a number >= 0"),
+            ("data.inpaint_marks", isinstance(self.data.inpaint_marks, bool), "true or false"),
             ("data.test_fraction", 0 <= self.data.test_fraction < 1, "in [0, 1)"),
             ("data.val_fraction", 0 <= self.data.val_fraction < 1, "in [0, 1)"),
             ("data.test_fraction + data.val_fraction",

@@ -140,7 +140,8 @@ def roi_images(paths: list[str], boxes: list, data: DataConfig, cache: str | Non
     def load(index):
         i = int(index)
         try:
-            return load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size)
+            return load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size,
+                            data.inpaint_marks)
         except Exception as exc:  # noqa: BLE001 (never let a reader's error escape as is)
             named = str(exc) if str(paths[i]) in str(exc) else f"{paths[i]}: {exc}"
             message = f"{names[i]}: {named}" if names[i] != str(paths[i]) else named

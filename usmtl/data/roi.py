@@ -61,19 +61,43 @@ def crop_roi(image: np.ndarray, box: Box, margin: float = 0.1, square: bool = Tr
     return resized.reshape((size, size) + image.shape[2:])
 
 
-def load_roi(path: str, box: Box, margin: float, square: bool, size: int) -> np.ndarray:
+def load_roi(path: str, box: Box, margin: float, square: bool, size: int,
+             inpaint: bool = False) -> np.ndarray:
     """Read an image file and return its RoI as ``(size, size, 3)`` uint8.
 
+    Args:
+        path: the image file (any format :func:`usmtl.data.io.read_image` reads).
+        box: the lesion box, in the image's pixels.
+        margin, square, size: as :func:`crop_roi`.
+        inpaint: fill burned-in marks (calipers, text; :mod:`usmtl.data.marks`) first.
+            Detection runs on the whole image, before cropping, so a mark cut by the
+            crop's edge is still found whole (``data.inpaint_marks``).
+
+    Returns:
+        The RoI, ``(size, size, 3)`` uint8.
+
     Raises:
-        ImageReadError: for any failure, reading or cropping, naming ``path``.
+        ImageReadError: for any failure, reading, inpainting or cropping, naming ``path``.
+
+    Example:
+        >>> from usmtl.data.manifest import Box
+        >>> roi = load_roi("scan.png", Box(10, 20, 50, 40), 0.1, True, 64,
+        ...                inpaint=True)  # doctest: +SKIP
+        >>> roi.shape  # doctest: +SKIP
+        (64, 64, 3)
     """
     from usmtl.data.io import read_image
     from usmtl.errors import ImageReadError
 
     image = read_image(path)
     try:
+        if inpaint:
+            from usmtl.data.marks import inpaint_marks
+
+            image = inpaint_marks(image)
         return crop_roi(image, box, margin, square, size)
     except Exception as exc:
-        raise ImageReadError(f"{path}: cannot crop the RoI {box} out of the "
+        what = "inpaint or crop" if inpaint else "crop"
+        raise ImageReadError(f"{path}: cannot {what} the RoI {box} out of the "
                              f"{image.shape[1]}x{image.shape[0]} image "
                              f"({type(exc).__name__}: {exc})") from exc

@@ -16,6 +16,10 @@ Output layout of :func:`explain` (``out``)::
     compare-<name>/          with ``compare``: the same for the second run
     side_by_side.png         with ``compare``: RoI | run A | run B per task (paper, Figure 6)
 
+With ``audit=True`` (``usmtl explain --audit``) it writes the shortcut audit instead
+(``audit.csv``, ``audit.json``, ``audit.md``; :mod:`usmtl.explain.audit`): how much CAM mass
+lies on the lesion box, mask and burned-in marks against their area shares.
+
 An all-zero map (``cam_all_zero`` = 1) means no positive evidence for that head at that
 layer: Grad-CAM's ReLU keeps only what raises the head's logit, and nothing there does. Its
 PNG panel says "no positive evidence at LAYER" instead of showing an empty heatmap, the contact
@@ -153,7 +157,7 @@ def load_batch(inputs: Inputs, index, data):
     rois, masks = [], []
     for i in index:
         rois.append(load_roi(inputs.paths[i], inputs.boxes[i], data.roi_margin, data.square_roi,
-                             data.image_size))
+                             data.image_size, data.inpaint_marks))
         mask = None
         if inputs.masks[i] and os.path.isfile(inputs.masks[i]):
             full = read_mask(inputs.masks[i]).astype(np.uint8)
@@ -174,6 +178,18 @@ def _box_region(shape, box) -> np.ndarray:
     region = np.zeros(shape, bool)
     region[y0:y1, x0:x1] = True
     return region
+
+
+def region_shares(heat: np.ndarray, box_region: np.ndarray, mask: np.ndarray | None) -> dict:
+    """Share of a map's mass inside the lesion box and mask, and their area shares of the
+    RoI (the share a uniform map would put there): ``cam_in_box``, ``box_fraction``,
+    ``cam_in_mask``, ``mask_fraction`` (NaN without a mask; the mass shares are NaN for an
+    all-zero map)."""
+    row = {"cam_in_box": _mass_inside(heat, box_region), "box_fraction": float(box_region.mean()),
+           "cam_in_mask": float("nan"), "mask_fraction": float("nan")}
+    if mask is not None:
+        row.update(cam_in_mask=_mass_inside(heat, mask), mask_fraction=float(mask.mean()))
+    return row
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,13 +255,8 @@ def _explain_loaded(model, cfg, inputs: Inputs, tasks, method, layer, out, batch
                        "method": method, "layer": cam.layer, "evidence": evidence,
                        "probability": float(probs[task][j]), "label": labels[task],
                        "cam_all_zero": int(all_zero(heat)),
-                       "cam_in_box": _mass_inside(heat, box_region),
-                       "box_fraction": float(box_region.mean()),
-                       "cam_in_mask": float("nan"), "mask_fraction": float("nan"),
+                       **region_shares(heat, box_region, masks[j]),
                        "heatmap": npy, "overlay": png}
-                if masks[j] is not None:
-                    row.update(cam_in_mask=_mass_inside(heat, masks[j]),
-                               mask_fraction=float(masks[j].mean()))
                 rows.append(row)
             if i < keep:
                 panels.append(Panel(stem, rois[j], {t: maps[t][j] for t in cam.tasks},
@@ -271,7 +282,7 @@ def explain(run: str, input_path: str, tasks=None, method: str = "gradcam",
             layer: str | None = None, box: str | None = None, split: str | None = None,
             limit: int | None = None, out: str = "explain", compare: str | None = None,
             batch_size: int = 16, progress: bool = False, sheet_max: int = SHEET_MAX,
-            evidence: str = "positive") -> pd.DataFrame:
+            evidence: str = "positive", audit: bool = False, n_boot: int = 1000) -> pd.DataFrame:
     """Grad-CAM (or Grad-CAM++) maps of ``tasks`` of ``run`` (a run directory or ``.keras``
     file) for one image with ``box`` or the rows of a manifest; see the module docstring for
     what is written to ``out``. ``tasks``: head names, ``None`` or ``"all"`` for every head.
@@ -284,13 +295,19 @@ def explain(run: str, input_path: str, tasks=None, method: str = "gradcam",
     all zero (``cam_all_zero`` = 1) shows no evidence of that sign at ``layer``: its panel
     says so; explain the other sign or another layer to look further.
 
+    ``audit``: the shortcut audit (:func:`usmtl.explain.audit.shortcut_audit`) instead of
+    the per-image heatmaps and figures: ``audit.csv``, ``audit.json`` and ``audit.md`` in
+    ``out`` (CAM mass on the lesion box, mask and burned-in marks against their area
+    shares, with ``n_boot`` patient-bootstrap resamples); not with ``compare`` (audit each
+    run on its own).
+
     Returns:
         ``explanations.csv`` as a frame: per image and task the probability, label, share of
-        CAM mass inside the box and the mask, ``cam_all_zero``.
+        CAM mass inside the box and the mask, ``cam_all_zero`` (with ``audit``: ``audit.csv``).
 
     Raises:
         UsmtlError: an export instead of a Keras model, an unknown task, layer or method,
-            a single image without ``box``.
+            a single image without ``box``, ``audit`` with ``compare``.
 
     Example:
         >>> from usmtl.explain import explain
@@ -302,6 +319,15 @@ def explain(run: str, input_path: str, tasks=None, method: str = "gradcam",
     from usmtl.run import write_csv_atomic
 
     check_evidence(evidence)
+    if audit:
+        if compare is not None:
+            raise UsmtlError(f"--audit takes one run: audit each run on its own. "
+                             f"Received: --compare {compare}")
+        from usmtl.explain.audit import shortcut_audit
+
+        return shortcut_audit(run, input_path, split, tasks, method=method, layer=layer,
+                              limit=limit, out=out, box=box, batch_size=batch_size,
+                              evidence=evidence, n_boot=n_boot, progress=progress)["images"]
     model, cfg = _keras_run(run)
     tasks = _ordered_tasks(model, cfg, tasks)
     name = run_name(run)
