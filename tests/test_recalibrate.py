@@ -123,3 +123,26 @@ def test_a_head_that_does_not_rank_is_not_inverted():
     y = (rng.uniform(size=400) < 0.9 - 0.3 * p).astype(float)  # higher score, fewer positives
     with pytest.raises(UsmtlError, match="slope is -.*would invert"):
         recalibrate.fit_task(y, p, "platt")
+
+
+@pytest.mark.slow
+def test_an_export_carries_the_calibration_and_predict_on_it_applies_it(trained_run, phantoms,
+                                                                        tmp_path):
+    from usmtl.export import export
+    from usmtl.predict import predict
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert invoke("calibrate", run, "--method", "temperature").exit_code == 0
+    said = []
+    result = export(str(run), "savedmodel", str(tmp_path / "exports"), manifest=str(phantoms),
+                    images=3, calibration_images=1, latency_runs=1, log=said.append)
+    assert result.passed
+    assert any("the exported graph returns the heads' raw scores" in line for line in said)
+    meta = json.loads((tmp_path / result.sidecar / "usmtl_export.json").read_text())
+    assert meta["calibration_in_graph"] is False
+    assert meta["calibration"] == json.loads((run / "calibration.json").read_text())
+    from_export = predict(result.path, str(phantoms), split="test")
+    from_run = predict(str(run), str(phantoms), split="test")
+    assert np.allclose(from_export["p_malignancy"], from_run["p_malignancy"], atol=1e-5)
+    assert np.allclose(from_export["raw_malignancy"], from_run["raw_malignancy"], atol=1e-5)

@@ -176,9 +176,9 @@ def _subgroups(report: dict, card_dir: str, eval_dir: str) -> list[str]:
 
 
 def _audit_lines(audit: dict) -> list[str]:
-    from usmtl.explain.audit import format_audit
-
-    return format_audit(audit).splitlines()
+    """The audit's own report, its headings moved under the card's section."""
+    return [("##" + line) if line.startswith("#") else line
+            for line in audit["markdown"].splitlines()]
 
 
 def limitations(report: dict, summary: pd.DataFrame, validation: dict | None,
@@ -254,7 +254,8 @@ def write_model_card(run_dir: str, out: str | None = None, by=None, validation: 
     if audit:
         from usmtl.explain.audit import shortcut_audit
 
-        audited = shortcut_audit(run_dir, None, split="test", out=os.path.join(run_dir, "audit"))
+        audited = shortcut_audit(run_dir, run.manifest_path, split="test", n_boot=n_boot,
+                                 seed=seed, out=os.path.join(run_dir, "audit"))
     summary = data_summary(run)
     tasks = ", ".join(t.name for t in cfg.tasks)
     sections = {

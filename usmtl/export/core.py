@@ -23,6 +23,13 @@ from usmtl.errors import UsmtlError
 from usmtl.export import artifacts
 
 
+# What an export of a run trained with data.inpaint_marks says (usmtl_export.json, the log).
+INPAINT_NOTE = ("the run was trained with data.inpaint_marks: the exported graph does NOT "
+                "inpaint; clients must inpaint burned-in marks on the whole image before "
+                "cropping (usmtl.data.marks.inpaint_marks), or the model sees inputs unlike "
+                "its training images")
+
+
 @dataclasses.dataclass
 class ExportResult:
     path: str          # the SavedModel version folder, or the .tflite file
@@ -141,7 +148,8 @@ def _manifest_images(manifest_path: str, split_file: str, cfg, count: int, calib
     needed = sorted(set(parity_rows) | set(calib_rows))
     require_usable(manifest, rows=needed, warn=None)  # check's checks, the images decoded
     size, data = cfg.data.image_size, cfg.data
-    cache = {i: load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size) for i in needed}
+    cache = {i: load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size,
+                         data.inpaint_marks) for i in needed}
     crops = np.stack([cache[i] for i in parity_rows])
     subset = manifest.subset(np.isin(everything, parity_rows))
     present = graph.present(subset.frame.columns).tasks
@@ -191,6 +199,14 @@ def _metadata(form, quantize, name, version, source: Source, tolerance) -> dict:
                   "resize": resize},
         "outputs": {t: "float32 probability, shape (batch,)" for t in graph.names},
         "roi": {"margin": cfg.data.roi_margin, "square": cfg.data.square_roi},
+        # The graph cannot inpaint: a client must, when the model was trained on inpainted
+        # images (usmtl.data.marks; usmtl predict on this export does it from config.yaml).
+        "inpaint_marks": {"trained_with": bool(cfg.data.inpaint_marks), "in_graph": False,
+                          "note": INPAINT_NOTE if cfg.data.inpaint_marks else ""},
+        # usmtl calibrate's map stays outside the graph (the outputs are the heads' own
+        # scores); usmtl predict on this export applies this copy.
+        "calibration": source.opened.calibration,
+        "calibration_in_graph": False,
         "source": {"run": os.path.abspath(source.run), "run_dir": run_dir_of_model(source.model_file),
                    "model_file": os.path.abspath(source.model_file), "backbone": cfg.model.backbone,
                    "mixed_precision": source.mixed, "config_name": cfg.name},
@@ -324,6 +340,15 @@ def export(run: str, fmt: str, out: str, quantize: str = "none", manifest: str |
 
     form = check_arguments(fmt, quantize, manifest, images, calibration_images, tolerance)
     source = open_run(run)
+    if source.cfg.data.inpaint_marks:
+        log(f"WARNING: {INPAINT_NOTE}")
+    if source.opened.calibration:
+        from usmtl.evaluation.recalibrate import describe
+
+        log(f"Note: the run's scores are {describe(source.opened.calibration)}; the exported "
+            f"graph returns the heads' raw scores. usmtl_export.json carries the calibration: "
+            f"usmtl predict on the export applies it, other clients must (p -> "
+            f"sigmoid(a*logit(p)+b), or sigmoid(logit(p)/T), per task).")
     name = artifacts.export_name(source.cfg.name, name)
     target, version = form.target(out, name, version)
     tolerance = form.tolerances[quantize] if tolerance is None else tolerance
