@@ -102,23 +102,100 @@ def demo_data(out, patients, size, seed):
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Warn about labels outside this config's task cohorts (a file or a preset; "
                    "default: paper, ALNM within the malignant masses).")
+@click.option("--split-file", type=click.Path(exists=True),
+              help="Judge near-duplicates across this split (a split.csv or a run directory; "
+                   "default: the manifest's split column, if any).")
+@click.option("--max-distance", type=click.IntRange(0, 256),
+              help="Largest pHash distance (of 256 bits) of a near-duplicate pair "
+                   "(default: 56, measured on BUS-BRA; see usmtl.data.duplicates).")
+@click.option("--no-duplicates", is_flag=True, help="Skip the near-duplicate image search.")
+@click.option("--duplicates-out", type=click.Path(dir_okay=False),
+              help="Write every near-duplicate pair to this CSV.")
+@click.option("--group-duplicates", "grouped_out", type=click.Path(dir_okay=False),
+              help="Write a copy of the manifest to this CSV where near-duplicate images share "
+                   "one patient id (the original in source_patient_id).")
 @_friendly_errors
-def check(manifest, config_path):
+def check(manifest, config_path, split_file, max_distance, no_duplicates, duplicates_out,
+          grouped_out):
     """Report every problem of a MANIFEST at once, with line numbers; exit 1 if any.
-    Labels that are legitimate but ignored (ALNM filled on benign masses) are warnings."""
+    Labels that are legitimate but ignored (ALNM filled on benign masses) are warnings, and
+    so are near-duplicate images (re-encoded copies) across patients or splits."""
     from usmtl.config import load_config
     from usmtl.data.manifest import check_manifest, manifest_warnings
 
+    if no_duplicates and (duplicates_out or grouped_out or split_file or max_distance is not None):
+        raise click.UsageError("--no-duplicates skips the near-duplicate search: drop "
+                               "--duplicates-out, --group-duplicates, --split-file and "
+                               "--max-distance")
     problems = check_manifest(manifest, progress=sys.stderr.isatty())
     cfg = load_config(config_path or PAPER_CONFIG)
     for warning in manifest_warnings(manifest, cfg):
         click.echo(f"warning: {warning}", err=True)
+    if not no_duplicates:
+        _check_duplicates(manifest, split_file, max_distance, duplicates_out, grouped_out)
     for problem in problems:
         click.echo(problem)
     if problems:
         click.echo(f"{len(problems)} problem(s) in {manifest}", err=True)
         sys.exit(1)
     click.echo(f"{manifest}: no problems found")
+
+
+def _check_duplicates(manifest, split_file, max_distance, duplicates_out, grouped_out):
+    """``usmtl check``'s near-duplicate part: warnings for pairs across patients or splits
+    (they never change the exit status), the pair list and the grouped copy on request."""
+    from usmtl.data import duplicates as dup
+    from usmtl.data.splits import load_split
+    from usmtl.errors import ManifestError
+    from usmtl.run import write_csv_atomic
+
+    try:
+        parsed = dup.as_manifest(manifest)
+    except ManifestError:
+        return  # unreadable as a manifest: check_manifest reports why
+    max_distance = dup.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+    splits = load_split(split_file) if split_file else None
+    if splits is not None:
+        unknown = sorted(set(parsed.patient_ids()) - set(splits))
+        if unknown:
+            click.echo(f"note: {len(unknown)} patient(s) of {manifest} are not in {split_file}; "
+                       f"their pairs are not judged across splits: {unknown[:5]}"
+                       f"{' ...' if len(unknown) > 5 else ''}", err=True)
+    pairs = dup.manifest_pairs(parsed, max_distance, progress=sys.stderr.isatty())
+    report = dup.duplicate_report(parsed, splits=splits, pairs=pairs)
+    counts = dup.report_counts(report)
+    head = f"near-duplicate image pair(s) (pHash distance <= {max_distance} of 256 bits)"
+    if counts["across_patients"]:
+        click.echo(f"warning: {counts['across_patients']} {head} across patients, "
+                   f"{counts['across_splits']} of them across splits (the same picture on both "
+                   f"sides of a split: leakage):", err=True)
+        for line in dup.format_pairs(report):
+            click.echo(f"  {line}", err=True)
+    click.echo(f"{counts['pairs']} {head}: {counts['across_patients']} across patients "
+               f"({counts['across_splits']} across splits), {counts['same_patient']} within one "
+               f"patient", err=True)
+    if duplicates_out:
+        write_csv_atomic(duplicates_out, report)
+        click.echo(f"Wrote {len(report)} near-duplicate pair(s) to {duplicates_out}", err=True)
+    elif counts["across_patients"] > 10:
+        click.echo("(--duplicates-out FILE lists them all)", err=True)
+    if grouped_out:
+        frame = dup.write_grouped_manifest(parsed, pairs, grouped_out)
+        merged = frame["patient_id"] != frame["source_patient_id"]
+        click.echo(f"Wrote {grouped_out}: near-duplicate images share one patient id: "
+                   f"{frame.loc[merged, 'source_patient_id'].nunique()} patients merged into "
+                   f"{frame.loc[merged, 'patient_id'].nunique()}; "
+                   f"{frame['source_patient_id'].nunique()} -> {frame['patient_id'].nunique()} "
+                   f"patients (the original id in source_patient_id)", err=True)
+        if splits is not None:
+            click.echo(f"note: {split_file} knows the old patient ids: make a new split from "
+                       f"{grouped_out} (usmtl fit without --split-file)", err=True)
+        if "split" in frame.columns:
+            spans = frame[merged].groupby("patient_id")["split"].nunique()
+            if (spans > 1).any():
+                click.echo(f"warning: {int((spans > 1).sum())} merged patient(s) span several "
+                           f"values of the 'split' column of {grouped_out}: give each one split "
+                           f"(usmtl check {grouped_out} lists them)", err=True)
 
 
 @main.command("presets")
@@ -135,7 +212,44 @@ def presets_command():
 
 @main.group("import")
 def import_group():
-    """Turn a public data set's layout into a manifest."""
+    """Turn a public data set's layout into a manifest. Each importer says what it skipped
+    and why, lists near-duplicate images in <out stem>_duplicates.csv and ends with
+    'N rows written to OUT, K skipped: ...'."""
+
+
+def _import_duplicate_options(group_default: str):
+    """--group-duplicates/--no-group-duplicates (``group_default`` says when it is on),
+    --max-distance and --no-duplicates."""
+
+    def decorate(command):
+        command = click.option("--no-duplicates", is_flag=True,
+                               help="Skip the near-duplicate image search.")(command)
+        command = click.option(
+            "--max-distance", type=click.IntRange(0, 256),
+            help="Largest pHash distance (of 256 bits) of a near-duplicate pair "
+                 "(default: 56; see usmtl.data.duplicates).")(command)
+        return click.option(
+            "--group-duplicates/--no-group-duplicates", "group_duplicates", default=None,
+            help=f"Give near-duplicate images one patient id, so that a split keeps them "
+                 f"together (default: {group_default}).")(command)
+
+    return decorate
+
+
+def _run_import(run, *args, no_duplicates, group_duplicates, max_distance, **kwargs):
+    """Call an importer with the options above; its report goes to stdout, its warnings to
+    stderr as 'warning: ...' lines (not Python's file:line form)."""
+    import warnings
+
+    kwargs.update(duplicates=not no_duplicates, group_duplicates=group_duplicates,
+                  progress=sys.stderr.isatty(), log=click.echo)
+    if max_distance is not None:
+        kwargs["max_distance"] = max_distance
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        run(*args, **kwargs)
+    for warning in caught:
+        click.echo(f"warning: {warning.message}", err=True)
 
 
 @import_group.command("busbra")
@@ -143,26 +257,32 @@ def import_group():
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write.")
 @click.option("--box", "box_source", type=click.Choice(["mask", "bbox"]), default="mask",
               show_default=True, help="RoI from the pixel mask, or from the CSV's BBOX.")
+@_import_duplicate_options("off: BUS-BRA has patient ids")
 @_friendly_errors
-def import_busbra(root, out, box_source):
+def import_busbra(root, out, box_source, group_duplicates, max_distance, no_duplicates):
     """BUS-BRA (Gomez-Flores et al., Med. Phys. 2024): bus_data.csv, Images/, Masks/."""
     from usmtl.data.importers import import_busbra as run
 
-    frame = run(root, out, box_source=box_source)
-    click.echo(f"Wrote {len(frame)} rows to {out}")
+    _run_import(run, root, out, box_source=box_source, no_duplicates=no_duplicates,
+                group_duplicates=group_duplicates, max_distance=max_distance)
 
 
 @import_group.command("busi")
 @click.argument("root", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write.")
-@click.option("--include-normal", is_flag=True, help="Keep the 'normal' images (no lesion).")
+@click.option("--include-normal", is_flag=True,
+              help="Keep the 'normal' images (no lesion), as benign with the whole image as box "
+                   "(default: skipped, and counted).")
+@_import_duplicate_options("on: BUSI has no patient ids")
 @_friendly_errors
-def import_busi(root, out, include_normal):
-    """BUSI (Dataset_BUSI_with_GT/{benign,malignant,normal}); one patient per image."""
+def import_busi(root, out, include_normal, group_duplicates, max_distance, no_duplicates):
+    """BUSI (ROOT/benign, ROOT/malignant, optionally ROOT/normal, ROOT being the BUSI folder
+    or the one holding Dataset_BUSI_with_GT): one row per lesion mask, one patient per
+    image, near-duplicate images grouped into one patient."""
     from usmtl.data.importers import import_busi as run
 
-    frame = run(root, out, include_normal=include_normal)
-    click.echo(f"Wrote {len(frame)} rows to {out}")
+    _run_import(run, root, out, include_normal=include_normal, no_duplicates=no_duplicates,
+                group_duplicates=group_duplicates, max_distance=max_distance)
 
 
 @import_group.command("labelimg")
@@ -172,13 +292,16 @@ def import_busi(root, out, include_normal):
 @click.option("--annotations", type=click.Path(exists=True, file_okay=False),
               help="Folder of LabelImg XML files (default: beside the images).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write.")
+@_import_duplicate_options("on only when the table has no patient_id column")
 @_friendly_errors
-def import_labelimg(images, labels, annotations, out):
+def import_labelimg(images, labels, annotations, out, group_duplicates, max_distance,
+                    no_duplicates):
     """A folder of images with LabelImg (Pascal VOC) boxes and a label table."""
     from usmtl.data.importers import import_labelimg as run
 
-    frame = run(images, labels, out, annotations_dir=annotations)
-    click.echo(f"Wrote {len(frame)} rows to {out}")
+    _run_import(run, images, labels, out, annotations_dir=annotations,
+                no_duplicates=no_duplicates, group_duplicates=group_duplicates,
+                max_distance=max_distance)
 
 
 # ---------------------------------------------------------------------------------------
@@ -252,15 +375,26 @@ def fit_command(config_path, overrides, variant, manifest, out, split_file, resu
               help="Only rows of this split (uses the run's split.csv).")
 @click.option("--out", type=click.Path(dir_okay=False), help="CSV to write (default: print).")
 @click.option("--batch-size", default=32, show_default=True)
+@click.option("--uncalibrated", is_flag=True,
+              help="The heads' raw scores, even where 'usmtl calibrate' stored a calibration.")
 @_friendly_errors
-def predict_command(model, input, box, split, out, batch_size):
+def predict_command(model, input, box, split, out, batch_size, uncalibrated):
     """Per-task probabilities for an image (with --box) or a manifest, from a run directory,
     a saved .keras model, or an export of 'usmtl export' (a SavedModel folder or a .tflite
-    file); flags rows where a child exceeds its parent."""
+    file); flags rows where a child exceeds its parent. A calibrated model's p_<task> is
+    calibrated (raw_<task>: the head's own score), and the output says so."""
     _quiet_tensorflow()
+    from usmtl.evaluation.recalibrate import describe
     from usmtl.predict import predict
 
-    frame = predict(model, input, box=box, split=split, batch_size=batch_size)
+    frame = predict(model, input, box=box, split=split, batch_size=batch_size,
+                    calibrated=not uncalibrated)
+    calibrated = any(c.startswith("raw_") for c in frame.columns)
+    if calibrated:
+        from usmtl.formats import open_model
+
+        click.echo(f"Scores: {describe(open_model(model).calibration)}; raw_<task> columns "
+                   f"hold the heads' own scores", err=True)
     if out:
         frame.to_csv(out, index=False)
         click.echo(f"Wrote {len(frame)} rows to {out}; hierarchy violations: "
@@ -277,7 +411,8 @@ def predict_command(model, input, box, split, out, batch_size):
 @main.command("evaluate")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
-              help="Evaluate on another manifest (default: the run's own).")
+              help="For a run: evaluate on another manifest (default: the run's own). For a "
+                   "prediction CSV: where --by columns are read, matched by image.")
 @click.option("--split", default="test", show_default=True,
               type=click.Choice(["train", "val", "test"]))
 @click.option("--threshold", default=0.5, show_default=True)
@@ -296,29 +431,117 @@ def predict_command(model, input, box, split, out, batch_size):
 @click.option("--out", type=click.Path(file_okay=False), help="For a prediction CSV: output folder.")
 @click.option("--skip-unlabelled", is_flag=True,
               help="Score only the tasks with labels (default: a task without labels is an error).")
+@click.option("--by", "by", multiple=True, metavar="COLUMN",
+              help="Subgroup analysis by this column (repeatable): per-group AUC, sensitivity, "
+                   "specificity, a heterogeneity test and a forest plot. Read from the "
+                   "predictions, else from the manifest (a run's split rows; for a prediction "
+                   "CSV, --manifest matched by image).")
 @_friendly_errors
 def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, edges, cohorts,
-                     val_predictions, out, skip_unlabelled):
-    """Metrics with patient-bootstrap CIs, ROC curves and inconsistency rates for a run
-    directory or a prediction CSV; writes metrics.json, metrics.csv and report.md."""
+                     val_predictions, out, skip_unlabelled, by):
+    """Metrics with patient-bootstrap CIs, ROC curves, calibration, operating points, decision
+    curves and inconsistency rates for a run directory or a prediction CSV (subgroups with
+    --by); writes metrics.json, CSV tables, figures and report.md."""
     _quiet_tensorflow()
     from usmtl.evaluation.evaluate import (compact_table, evaluate_file, evaluate_run,
                                            parse_cohorts, parse_edges)
 
+    by = list(by) or None
     if os.path.isdir(source):
         report = evaluate_run(source, manifest, split, threshold, patient_how, n_boot,
-                              skip_unlabelled=skip_unlabelled)
+                              skip_unlabelled=skip_unlabelled, by=by)
     else:
         out = out or os.path.splitext(source)[0] + "-eval"
         report = evaluate_file(source, out, parse_edges(edges), threshold, val_predictions,
                                patient_how, n_boot, cohorts=parse_cohorts(cohorts),
-                               skip_unlabelled=skip_unlabelled)
+                               skip_unlabelled=skip_unlabelled, by=by, manifest=manifest)
     for task, why in (report.get("skipped_tasks") or {}).items():
         click.echo(f"skipped {task}: {why}", err=True)
     click.echo(compact_table(report))
     for edge, r in report["inconsistency"].items():
         click.echo(f"inconsistent {edge}: hard {r['hard']:.3f}, soft {r['soft']:.3f}")
+    for column, per_task in (report.get("subgroups") or {}).items():
+        for task, result in per_task.items():
+            h = result["heterogeneity"]
+            test = (f"Q {h['q']:.2f}, df {h['df']}, p {h['p']:.3g}, I² {100 * h['i2']:.0f}%"
+                    if h["k"] >= 2 else "not testable (fewer than 2 testable groups)")
+            click.echo(f"subgroups by {column}, {task}: {h['k']} testable group(s); {test}")
     click.echo(f"Report: {os.path.join(report['out_dir'], 'report.md')}")
+
+
+@main.command("calibrate")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--method", type=click.Choice(["platt", "temperature"]), default="platt",
+              show_default=True, help="platt: sigmoid(a*logit(p)+b); temperature: sigmoid(logit(p)/T).")
+@click.option("--remove", is_flag=True, help="Delete the run's calibration (raw scores again).")
+@_friendly_errors
+def calibrate_command(run, method, remove):
+    """Fit a recalibration of each head on RUN's validation split and store it in the run
+    (calibration.json); predict, evaluate, validate and export then apply or carry it.
+    Prints Brier, ECE, calibration intercept and slope before -> after."""
+    _quiet_tensorflow()
+    from usmtl.evaluation.recalibrate import calibrate_run, format_figures
+
+    result = calibrate_run(run, method, remove)
+    if remove:
+        click.echo(f"{run}: calibration removed; scores are the heads' own again")
+        return
+    for task, why in result["skipped"].items():
+        click.echo(f"warning: {task} not calibrated: {why}", err=True)
+    click.echo(format_figures(result))
+    click.echo(f"\nval is the fit's own data (in-sample); test is not. Stored "
+               f"{os.path.join(run, 'calibration.json')} ({method}: "
+               f"{', '.join(result['calibration']['tasks'])})")
+
+
+@main.command("validate")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("external", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--threshold", default=0.5, show_default=True)
+@click.option("--bootstrap", "n_boot", default=1000, show_default=True,
+              help="Patient-bootstrap resamples of every CI.")
+@click.option("--skip-unlabelled", is_flag=True,
+              help="Compare only the tasks the external set has labels for.")
+@_friendly_errors
+def validate_command(run, external, out, threshold, n_boot, skip_unlabelled):
+    """External validation: score RUN on its internal test split and on the EXTERNAL
+    manifest (every row), with the calibration and thresholds of its internal validation;
+    writes a side-by-side report (validation.md) with the change in each figure."""
+    _quiet_tensorflow()
+    from usmtl.evaluation.validate import validate
+
+    result = validate(run, external, out, threshold, n_boot, skip_unlabelled=skip_unlabelled)
+    for note in result["notes"]:
+        click.echo(note, err=note.startswith("WARNING"))
+    rows = result["rows"]
+    for row in rows:
+        if row["figure"] in ("AUC", "calibration slope", "Brier score"):
+            click.echo(f"{row['task']:>14}  {row['figure']:<22} internal {row['internal']:.3f}  "
+                       f"external {row['external']:.3f}  change {row['change']:+.3f}")
+    click.echo(f"Report: {os.path.join(out, 'validation.md')}")
+
+
+@main.command("report")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="The card (default RUN/model_card.md).")
+@click.option("--by", multiple=True, help="Manifest column for subgroups (repeatable), e.g. device.")
+@click.option("--validation", type=click.Path(exists=True, file_okay=False),
+              help="The folder of a 'usmtl validate' report to include.")
+@click.option("--audit", is_flag=True, help="Run the shortcut audit (Grad-CAM over the test split).")
+@click.option("--bootstrap", "n_boot", default=1000, show_default=True,
+              help="Patient-bootstrap resamples of every CI.")
+@_friendly_errors
+def report_command(run, out, by, validation, audit, n_boot):
+    """A model card for RUN: intended use, model, data and split, performance with CIs,
+    calibration, decision curves and operating points, subgroups, external validation, the
+    shortcut audit and limitations, in one Markdown file."""
+    _quiet_tensorflow()
+    from usmtl.model_card import write_model_card
+
+    card = write_model_card(run, out, by=by, validation=validation, audit=audit, n_boot=n_boot)
+    click.echo(card["toc"])
+    click.echo(f"Wrote {card['path']}")
 
 
 @main.command("compare")
@@ -640,9 +863,16 @@ _CAM_METHODS = ("gradcam", "gradcam++")
               show_default=True,
               help="positive: what raises each head's probability (Grad-CAM); negative: what "
                    "lowers it, the map to look at when the positive one is all zero.")
+@click.option("--audit", is_flag=True,
+              help="Shortcut audit instead of heatmaps: CAM mass on the lesion box, mask and "
+                   "burned-in marks against their area shares, with WARNING lines "
+                   "(audit.csv, audit.json, audit.md).")
+@click.option("--bootstrap", "n_boot", default=1000, show_default=True,
+              type=click.IntRange(min=0),
+              help="--audit: patient-bootstrap resamples for the ratios' CIs (0: none).")
 @_friendly_errors
 def explain_command(run, input, tasks, method, layer, box, split, limit, out, compare_run,
-                    batch_size, evidence):
+                    batch_size, evidence, audit, n_boot):
     """Grad-CAM heatmaps of task heads of RUN (a run directory or .keras file) for an image
     (with --box) or a manifest, on the RoI exactly as the model sees it.
 
@@ -655,14 +885,37 @@ def explain_command(run, input, tasks, method, layer, box, split, limit, out, co
     side_by_side.png (first 16 images, the tasks both runs have).
 
     \b
+    With --audit, instead: audit.csv (per image and task), audit.json and audit.md (per
+    task: CAM mass share on the lesion box / mask / marks against their area share, the
+    ratio with a patient-bootstrap CI; WARNING when no better than uniform).
+
+    \b
     Example:
       usmtl explain runs/multitask-hl data/manifest.csv --task malignancy --task alnm \\
           --split test --limit 12 --out runs/explain --compare runs/single-alnm
+      usmtl explain runs/multitask-hl data/manifest.csv --task all --split test \\
+          --audit --out runs/audit
     """
     _quiet_tensorflow()
+    task_list = None if "all" in tasks else list(tasks)
+    if audit:
+        from usmtl.errors import UsmtlError
+        from usmtl.explain.audit import shortcut_audit
+
+        if compare_run:
+            raise UsmtlError(f"--audit takes one run: audit each run on its own. "
+                             f"Received: --compare {compare_run}")
+        result = shortcut_audit(run, input, split, task_list, method=method, layer=layer,
+                                limit=limit, out=out, box=box, batch_size=batch_size,
+                                evidence=evidence, n_boot=n_boot,
+                                progress=sys.stderr.isatty())
+        click.echo(result["markdown"].split("## Warnings")[0].rstrip())
+        for line in result["warnings"]:
+            click.echo(line)
+        click.echo(f"Wrote {', '.join(result['files'])}")
+        return
     from usmtl.explain import explain
 
-    task_list = None if "all" in tasks else list(tasks)
     frame = explain(run, input, task_list, method=method, layer=layer, box=box, split=split,
                     limit=limit, out=out, compare=compare_run, batch_size=batch_size,
                     progress=sys.stderr.isatty(), evidence=evidence)
