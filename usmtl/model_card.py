@@ -182,22 +182,27 @@ def _audit_lines(audit: dict) -> list[str]:
 
 
 def limitations(report: dict, summary: pd.DataFrame, validation: dict | None,
-                audit: dict | None, cfg) -> list[str]:
+                audit: dict | None, calibration: dict | None) -> list[str]:
     """Limitations the figures themselves show, then the standing ones."""
     items = []
     test = summary[summary["split"] == "test"].iloc[0] if len(summary) else None
     for task, e in report["tasks"].items():
         auc = e["image"]["auc"]
         if e["positives"] < 50 or e["n"] - e["positives"] < 50:
-            items.append(f"{task}: few test cases ({e['positives']} positive of {e['n']}); its "
-                         f"intervals are wide.")
+            items.append(f"{task}: few test cases of a class ({e['positives']} positive, "
+                         f"{e['n'] - e['positives']} negative); its intervals are wide.")
         if not math.isnan(auc.get("ci_low", math.nan)) and auc["ci_low"] <= 0.5:
             items.append(f"{task}: the AUC's 95% CI includes chance ({_fmt(auc)}).")
         slope = e.get("calibration", {}).get("slope")
         if slope and not math.isnan(slope["value"]) and abs(slope["value"] - 1) > 0.2:
+            if calibration and task not in calibration["tasks"]:
+                advice = "`usmtl calibrate` left it raw (it could not be recalibrated on validation)"
+            elif calibration:
+                advice = "even after `usmtl calibrate` (fitted on validation)"
+            else:
+                advice = "consider `usmtl calibrate`"
             items.append(f"{task}: calibration slope {slope['value']:.2f} "
-                         f"({'over' if slope['value'] < 1 else 'under'}-confident scores); "
-                         f"consider `usmtl calibrate`.")
+                         f"({'over' if slope['value'] < 1 else 'under'}-confident scores); {advice}.")
     if validation is None:
         items.append("No external validation: performance on other hospitals, scanners or "
                      "populations is unknown (`usmtl validate RUN EXTERNAL`).")
@@ -205,7 +210,7 @@ def limitations(report: dict, summary: pd.DataFrame, validation: dict | None,
         items.append("No shortcut audit: whether the model attends to the lesion or to "
                      "burned-in marks was not measured (`usmtl report --audit`).")
     else:
-        items += [f"Shortcut audit: {w}" for w in audit.get("warnings", [])]
+        items += [f"Shortcut audit: {w.removeprefix('WARNING: ')}" for w in audit.get("warnings", [])]
     items += ["Image-level labels and the lesion box are taken as given; errors in them are not "
               "modelled.",
               "The test split comes from the same source as training (patient-level split); "
@@ -276,7 +281,7 @@ def write_model_card(run_dir: str, out: str | None = None, by=None, validation: 
         "External validation": _external(validated, validation, card_dir),
         "Shortcut audit": _audit_lines(audited) if audited
         else ["Not run: pass `--audit` (Grad-CAM over the test split)."],
-        "Limitations": limitations(report, summary, validated, audited, cfg),
+        "Limitations": limitations(report, summary, validated, audited, run.calibration()),
     }
     toc = "\n".join(f"{i}. [{name}](#{name.lower().replace(' ', '-').replace('(', '').replace(')', '')})"
                     for i, name in enumerate(sections, 1))
