@@ -114,17 +114,23 @@ def _performance(report: dict) -> list[str]:
     return lines
 
 
+def _figures(report: dict, card_dir: str, eval_dir: str, stem: str, title: str) -> list[str]:
+    """Links to the evaluation's ``<stem>_<task>.png`` figures that exist."""
+    lines = []
+    for task in report["tasks"]:
+        path = os.path.join(eval_dir, f"{stem}_{task}.png")
+        if os.path.isfile(path):
+            lines += ["", f"![{title}: {task}]({_link(path, card_dir)})"]
+    return lines
+
+
 def _calibration(report: dict, card_dir: str, eval_dir: str) -> list[str]:
     lines = ["| task | Brier | ECE | intercept | slope |", "|---|---|---|---|---|"]
     for task, e in report["tasks"].items():
         c = e.get("calibration", {})
         lines.append(f"| {task} | " + " | ".join(_fmt(c.get(k)) for k in
                                                  ("brier", "ece", "intercept", "slope")) + " |")
-    for task in report["tasks"]:
-        path = os.path.join(eval_dir, f"reliability_{task}.png")
-        if os.path.isfile(path):
-            lines += ["", f"![Reliability: {task}]({_link(path, card_dir)})"]
-    return lines
+    return lines + _figures(report, card_dir, eval_dir, "reliability", "Reliability")
 
 
 def _utility(report: dict, card_dir: str, eval_dir: str) -> list[str]:
@@ -136,11 +142,7 @@ def _utility(report: dict, card_dir: str, eval_dir: str) -> list[str]:
             lines.append(f"| {task} | {point['rule']} | {point['chosen_on']} | "
                          f"{threshold} | {_fmt(point.get('sensitivity'))} | "
                          f"{_fmt(point.get('specificity'))} |")
-    for task in report["tasks"]:
-        path = os.path.join(eval_dir, f"decision_curve_{task}.png")
-        if os.path.isfile(path):
-            lines += ["", f"![Decision curve: {task}]({_link(path, card_dir)})"]
-    return lines
+    return lines + _figures(report, card_dir, eval_dir, "decision_curve", "Decision curve")
 
 
 def _subgroups(report: dict, card_dir: str, eval_dir: str) -> list[str]:
