@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from usmtl.errors import UsmtlError
+from usmtl.evaluation.evaluate import format_interval
 
 INTENDED_USE = (
     "Research use. From a box-level region of interest of a breast-mass ultrasound image, the "
@@ -31,14 +32,6 @@ INTENDED_USE = (
     "Front. Physiol. 2022), not a medical device: it has not been evaluated prospectively, and "
     "no clinical decision should rest on it. The user supplies the lesion box (it does not "
     "detect lesions); images without a lesion are outside its scope.")
-
-
-def _fmt(value: dict | None) -> str:
-    if not value or value["value"] is None or math.isnan(value["value"]):
-        return "-"
-    if math.isnan(value.get("ci_low", math.nan)):
-        return f"{value['value']:.3f}"
-    return f"{value['value']:.3f} ({value['ci_low']:.3f}-{value['ci_high']:.3f})"
 
 
 def _link(path: str, card_dir: str) -> str:
@@ -110,7 +103,7 @@ def _performance(report: dict) -> list[str]:
              "|" + "---|" * (len(METRICS) + 3)]
     for task, e in report["tasks"].items():
         lines.append(f"| {task} | {e['cohort']} | {e['n']} ({e['positives']}) | "
-                     + " | ".join(_fmt(e["image"][m]) for m in METRICS) + " |")
+                     + " | ".join(format_interval(e["image"][m]) for m in METRICS) + " |")
     return lines
 
 
@@ -128,7 +121,7 @@ def _calibration(report: dict, card_dir: str, eval_dir: str) -> list[str]:
     lines = ["| task | Brier | ECE | intercept | slope |", "|---|---|---|---|---|"]
     for task, e in report["tasks"].items():
         c = e.get("calibration", {})
-        lines.append(f"| {task} | " + " | ".join(_fmt(c.get(k)) for k in
+        lines.append(f"| {task} | " + " | ".join(format_interval(c.get(k)) for k in
                                                  ("brier", "ece", "intercept", "slope")) + " |")
     return lines + _figures(report, card_dir, eval_dir, "reliability", "Reliability")
 
@@ -140,8 +133,8 @@ def _utility(report: dict, card_dir: str, eval_dir: str) -> list[str]:
         for point in e.get("operating_points", []):
             threshold = "-" if math.isnan(point["threshold"]) else f"{point['threshold']:.3f}"
             lines.append(f"| {task} | {point['rule']} | {point['chosen_on']} | "
-                         f"{threshold} | {_fmt(point.get('sensitivity'))} | "
-                         f"{_fmt(point.get('specificity'))} |")
+                         f"{threshold} | {format_interval(point.get('sensitivity'))} | "
+                         f"{format_interval(point.get('specificity'))} |")
     return lines + _figures(report, card_dir, eval_dir, "decision_curve", "Decision curve")
 
 
@@ -158,7 +151,7 @@ def _subgroups(report: dict, card_dir: str, eval_dir: str) -> list[str]:
                 lines += ["| group | n (pos) | AUC | sensitivity | specificity | note |",
                           "|---|---|---|---|---|---|"]
                 for _, g in table.iterrows():
-                    cells = [_fmt({"value": g[m], "ci_low": g[f"{m}_ci_low"],
+                    cells = [format_interval({"value": g[m], "ci_low": g[f"{m}_ci_low"],
                                    "ci_high": g[f"{m}_ci_high"]})
                              for m in ("auc", "sensitivity", "specificity")]
                     note = g.get("note") if isinstance(g.get("note"), str) else ""
@@ -194,7 +187,7 @@ def limitations(report: dict, summary: pd.DataFrame, validation: dict | None,
             items.append(f"{task}: few test cases of a class ({e['positives']} positive, "
                          f"{e['n'] - e['positives']} negative); its intervals are wide.")
         if not math.isnan(auc.get("ci_low", math.nan)) and auc["ci_low"] <= 0.5:
-            items.append(f"{task}: the AUC's 95% CI includes chance ({_fmt(auc)}).")
+            items.append(f"{task}: the AUC's 95% CI includes chance ({format_interval(auc)}).")
         slope = e.get("calibration", {}).get("slope")
         if slope and not math.isnan(slope["value"]) and abs(slope["value"] - 1) > 0.2:
             if calibration and task not in calibration["tasks"]:

@@ -249,14 +249,6 @@ def metrics_rows(report: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _fmt(v: dict) -> str:
-    if v is None or math.isnan(v["value"]):
-        return "-"
-    if math.isnan(v["ci_low"]):
-        return f"{v['value']:.3f}"
-    return f"{v['value']:.3f} ({v['ci_low']:.3f}-{v['ci_high']:.3f})"
-
-
 def markdown_table(report: dict, level: str = "image") -> str:
     header = "| task | cohort | n | pos | " + " | ".join(METRICS) + " |"
     lines = [header, "|" + "---|" * (len(METRICS) + 4)]
@@ -267,7 +259,7 @@ def markdown_table(report: dict, level: str = "image") -> str:
         n = entry["n"] if level != "patient" else "-"
         lines.append(f"| {task} | {entry.get('cohort', 'as labelled')} | {n} | "
                      f"{entry['positives'] if level != 'patient' else '-'} | "
-                     + " | ".join(_fmt(values[m]) for m in METRICS) + " |")
+                     + " | ".join(format_interval(values[m]) for m in METRICS) + " |")
     return "\n".join(lines)
 
 
@@ -286,8 +278,9 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _interval(v: dict | None) -> str:
-    """``0.812 (0.786-0.838)``, or ``-0.711 (-1.045 to -0.426)`` when a bound is negative."""
+def format_interval(v: dict | None) -> str:
+    """``{"value", "ci_low", "ci_high"}`` as ``0.812 (0.786-0.838)``, or ``-0.711 (-1.045 to
+    -0.426)`` when a bound is negative; ``-`` for a missing value. Every report's cells."""
     if v is None or v.get("value") is None or math.isnan(v["value"]):
         return "-"
     low, high = v.get("ci_low", math.nan), v.get("ci_high", math.nan)
@@ -321,7 +314,7 @@ def _clinical_sections(report: dict, curves: dict | None = None) -> list[str]:
                 continue
             c = e["calibration"]
             parts.append(f"| {task} | {e.get('cohort', 'as labelled')} | {e['n']} | "
-                         + " | ".join(_interval(c.get(m)) for m in ("brier", "ece", "intercept", "slope"))
+                         + " | ".join(format_interval(c.get(m)) for m in ("brier", "ece", "intercept", "slope"))
                          + " |")
         parts.append("")
         parts += [f"![Reliability: {task}](reliability_{task}.png)" for task, e in tasks.items()
@@ -337,7 +330,7 @@ def _clinical_sections(report: dict, curves: dict | None = None) -> list[str]:
             for point in e.get("operating_points", []):
                 parts.append(f"| {task} | {point['rule']} | {point['chosen_on']} | "
                              f"{_threshold_text(point['threshold'])} | "
-                             + " | ".join(_interval(point.get(m))
+                             + " | ".join(format_interval(point.get(m))
                                           for m in ("sensitivity", "specificity", "ppv", "npv"))
                              + " |")
         parts.append("")
@@ -372,7 +365,7 @@ def _clinical_sections(report: dict, curves: dict | None = None) -> list[str]:
                       "| group | n | pos | patients | AUC | sensitivity | specificity | note |",
                       "|---|---|---|---|---|---|---|---|"]
             for row in result["table"]:
-                cells = [_interval({"value": row[m], "ci_low": row[f"{m}_ci_low"],
+                cells = [format_interval({"value": row[m], "ci_low": row[f"{m}_ci_low"],
                                "ci_high": row[f"{m}_ci_high"]})
                          for m in ("auc", "sensitivity", "specificity")]
                 group = "all" if row["kind"] == "overall" else _cell(row["group"])

@@ -107,25 +107,32 @@ def apply_task(params: dict, p) -> np.ndarray:
 
 
 def fit_calibration(frame: pd.DataFrame, method: str = "platt", tasks=None,
-                    fitted_on: str = "val") -> dict:
+                    fitted_on: str = "val") -> tuple[dict, dict]:
     """A calibration of every task (or ``tasks``) of a prediction frame with labels.
 
+    Returns:
+        ``(calibration, skipped)``: the calibration dict of the module docstring, with the
+        tasks that could be fitted, and ``{task: why}`` for those that could not (too few
+        labels, a slope <= 0, no ``p_``/``y_`` columns).
+
     Raises:
-        UsmtlError: a task without ``p_``/``y_`` columns or with too few labels, naming it.
+        UsmtlError: an unknown method.
     """
     from usmtl.evaluation.predictions import prediction_tasks
 
-    tasks = list(tasks) if tasks else prediction_tasks(frame)
-    fitted = {}
-    for task in tasks:
+    if method not in METHODS:
+        raise UsmtlError(f"method must be one of {list(METHODS)}. Received: {method!r}")
+    fitted, skipped = {}, {}
+    for task in (list(tasks) if tasks else prediction_tasks(frame)):
         if f"p_{task}" not in frame or f"y_{task}" not in frame:
-            raise UsmtlError(f"Task {task!r} has no p_{task}/y_{task} columns in the {fitted_on} "
-                             f"predictions. Received columns: {list(frame.columns)}")
+            skipped[task] = (f"no p_{task}/y_{task} columns in the {fitted_on} predictions. "
+                             f"Received columns: {list(frame.columns)}")
+            continue
         try:
             fitted[task] = fit_task(frame[f"y_{task}"], frame[f"p_{task}"], method)
         except UsmtlError as exc:
-            raise UsmtlError(f"Task {task!r} on the {fitted_on} split: {exc}") from None
-    return {"method": method, "fitted_on": fitted_on, "tasks": fitted}
+            skipped[task] = f"on the {fitted_on} split: {exc}"
+    return {"method": method, "fitted_on": fitted_on, "tasks": fitted}, skipped
 
 
 def apply_calibration(frame: pd.DataFrame, calibration: dict | None, edges=(),
@@ -203,21 +210,12 @@ def calibrate_run(run_dir: str, method: str = "platt", remove: bool = False) -> 
             if os.path.isfile(run.calibration_path):
                 os.remove(run.calibration_path)
             return {"calibration": None, "skipped": {}, "figures": {}}
-        if method not in METHODS:
-            raise UsmtlError(f"method must be one of {list(METHODS)}. Received: {method!r}")
         val = run_predictions(run_dir, None, "val", calibrated=False)
-        fitted, skipped = {}, {}
-        from usmtl.evaluation.predictions import prediction_tasks
-
-        for task in prediction_tasks(val):
-            try:
-                fitted[task] = fit_calibration(val, method, [task])["tasks"][task]
-            except UsmtlError as exc:
-                skipped[task] = str(exc)
+        calibration, skipped = fit_calibration(val, method)
+        fitted = calibration["tasks"]
         if not fitted:
             raise UsmtlError(f"{run_dir}: no head could be recalibrated on its validation split: "
                              + "; ".join(f"{t}: {why}" for t, why in skipped.items()))
-        calibration = {"method": method, "fitted_on": "val", "tasks": fitted}
         run.write_json(os.path.basename(run.calibration_path), calibration)
     figures = {}
     for split in ("val", "test"):

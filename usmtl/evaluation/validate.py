@@ -74,12 +74,11 @@ def side_by_side(internal: dict, external: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _fmt(value, low, high) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if low is None or (isinstance(low, float) and math.isnan(low)):
-        return f"{value:.3f}"
-    return f"{value:.3f} ({low:.3f}-{high:.3f})"
+def _side(row, side: str) -> str:
+    from usmtl.evaluation.evaluate import format_interval
+
+    return format_interval({"value": row[side], "ci_low": row[f"{side}_ci_low"],
+                            "ci_high": row[f"{side}_ci_high"]})
 
 
 def markdown(table: pd.DataFrame, run_dir: str, external: str, notes: list[str]) -> str:
@@ -95,9 +94,7 @@ def markdown(table: pd.DataFrame, run_dir: str, external: str, notes: list[str])
                              f"| {int(r['external'])} ({int(r['external_positives'])}) | |")
                 continue
             change = "-" if math.isnan(r["change"]) else f"{r['change']:+.3f}"
-            parts.append(f"| {r['figure']} | "
-                         f"{_fmt(r['internal'], r['internal_ci_low'], r['internal_ci_high'])} | "
-                         f"{_fmt(r['external'], r['external_ci_low'], r['external_ci_high'])} | "
+            parts.append(f"| {r['figure']} | {_side(r, 'internal')} | {_side(r, 'external')} | "
                          f"{change} |")
         parts += ["", f"![Reliability, internal against external](reliability_{task}.png)", ""]
     return "\n".join(parts)
