@@ -50,6 +50,8 @@ def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_LEVELS[level])
     if level != "quiet" or "tensorflow" in sys.modules:
         return
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return  # a JAX run never imports TensorFlow (usmtl.training.jax_loop)
     # Those first lines are written to file descriptor 2 by C++ before absl logging starts,
     # so no variable reaches them: hide fd 2 while TensorFlow is imported, nothing else.
     sys.stderr.flush()
@@ -327,10 +329,61 @@ def _speed_options(command):
              "see the README's multi-worker recipe.")(command)
 
 
+def _backend_option(command):
+    """--backend: the Keras backend of this command (usmtl.backend), chosen before Keras
+    is imported; the command itself does not see the option."""
+    @functools.wraps(command)
+    def wrapper(*args, backend=None, **kwargs):
+        from usmtl.backend import use_backend
+
+        use_backend(backend)
+        return command(*args, **kwargs)
+
+    return click.option(
+        "--backend", type=click.Choice(["tensorflow", "jax"]),
+        help="Keras backend (default: KERAS_BACKEND, else tensorflow). jax trains without "
+             "TensorFlow: NumPy batches, Keras' fit, XLA (see the README).")(wrapper)
+
+
 def _with_speed_overrides(overrides, strategy, jit) -> list:
     extra = [] if strategy is None else [f"train.strategy={strategy}"]
     extra += [] if jit is None else [f"train.jit_compile={str(jit).lower()}"]
     return list(overrides) + extra
+
+
+@main.command("pack")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The pack file to write (by convention NAME.pack).")
+@click.option("--size", "image_size", type=click.IntRange(8, 4096),
+              help="Crop side in pixels (default: the config's data.image_size).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Take data.image_size, roi_margin, square_roi and inpaint_marks from this "
+                   "experiment YAML or preset (default: paper, 256 px, margin 0.1, square); "
+                   "--size overrides its size.")
+@_set_option
+@click.option("--split-file", type=click.Path(exists=True),
+              help="Store this split as the split column (a split.csv or a run directory).")
+@click.option("--codec", type=click.Choice(["auto", "png", "webp", "jpeg"]), default="auto",
+              show_default=True, help="auto: lossless WebP (see usmtl.data.pack).")
+@click.option("--quality", type=click.IntRange(1, 100),
+              help="Lossy quality for webp or jpeg (webp without it: lossless; jpeg: 95).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Cropping threads (default: cores, max 8).")
+@_friendly_errors
+def pack_command(manifest, out, image_size, config_path, overrides, split_file, codec, quality,
+                 workers):
+    """Crop every row of MANIFEST once and write the crops, labels, patient ids and split
+    into one file that fit, experiment and bench read in place of the manifest (no images
+    or TensorFlow needed where it is read)."""
+    from usmtl.config import load_config
+    from usmtl.data.pack import write_pack
+
+    data = load_config(config_path or PAPER_CONFIG, list(overrides)).data
+    summary = write_pack(manifest, out, image_size=image_size or data.image_size,
+                         roi_margin=data.roi_margin, square_roi=data.square_roi,
+                         inpaint_marks=data.inpaint_marks, split_file=split_file, codec=codec,
+                         quality=quality, workers=workers, progress=sys.stderr.isatty())
+    click.echo(summary.line())
 
 
 @main.command("fit")
@@ -343,6 +396,7 @@ def _with_speed_overrides(overrides, strategy, jit) -> list:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @_speed_options
 @_friendly_errors
+@_backend_option
 def fit_command(config_path, overrides, variant, manifest, out, split_file, resume, strategy, jit):
     """Train a model and write a run directory."""
     overrides = _with_speed_overrides(overrides, strategy, jit)
@@ -378,6 +432,7 @@ def fit_command(config_path, overrides, variant, manifest, out, split_file, resu
 @click.option("--uncalibrated", is_flag=True,
               help="The heads' raw scores, even where 'usmtl calibrate' stored a calibration.")
 @_friendly_errors
+@_backend_option
 def predict_command(model, input, box, split, out, batch_size, uncalibrated):
     """Per-task probabilities for an image (with --box) or a manifest, from a run directory,
     a saved .keras model, or an export of 'usmtl export' (a SavedModel folder or a .tflite
@@ -593,6 +648,7 @@ def compare_command(a, b, threshold, split, out, skip_unlabelled):
 @click.option("--split-file", type=click.Path(), help="Reuse a split (split.csv or a run directory).")
 @_speed_options
 @_friendly_errors
+@_backend_option
 def experiment_command(config_path, overrides, manifest, out, repeats, protocol, variants,
                        thresholds, burden_column, radiomics_features, interval, split_file,
                        strategy, jit):
@@ -638,6 +694,7 @@ def _floats(text):
 @click.option("--weights", default="0.01,0.05,0.1,0.5", show_default=True, help="lambda values.")
 @click.option("--split-file", type=click.Path())
 @_friendly_errors
+@_backend_option
 def tune_command(config_path, overrides, manifest, out, margins, weights, split_file):
     """Grid search of the hinge margin m and weight lambda on the validation split."""
     _quiet_tensorflow()

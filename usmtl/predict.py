@@ -87,6 +87,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
         >>> frame = predict("runs/quickstart", "demo/manifest.csv", split="test")  # doctest: +SKIP
         >>> frame[["p_malignancy", "y_malignancy"]].head(2)  # doctest: +SKIP
     """
+    from usmtl.data.crops import Crops
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import select_split_rows
     from usmtl.evaluation.predictions import predictions_frame
@@ -118,7 +119,8 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     # usmtl check's checks and every image decoded, before anything is predicted or written
     require_usable(manifest, graph=TaskGraph(present) if present else None)
     labels = label_table(manifest, TaskGraph(present)) if present else {}
-    probs = predict_arrays(model, cfg, manifest.image_paths(), manifest.boxes(), batch_size)
+    crops = Crops.from_manifest(manifest, range(len(manifest)), cfg.data)
+    probs = model.predict_crops(crops, batch_size)
     frame = predictions_frame(manifest.frame["image"], manifest.patient_ids(), splits, probs,
                               labels, graph.edges)
     return apply_calibration(frame, opened.calibration if calibrated else None, graph.edges)

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
 
 import numpy as np
 import tensorflow as tf
 
 from usmtl.config import DataConfig
-from usmtl.data.roi import load_roi
-from usmtl.errors import ImageReadError
+# The reader failures' registry lives with the crops (no TensorFlow there); re-exported.
+from usmtl.data.crops import DECODE_MARKER, Crops, ImageDecodeError, decode_failure  # noqa: F401
+from usmtl.data.targets import targets
 
 # "auto" keeps the decoded crops in memory when they need less than this fraction of the
 # memory available now (the rest is left to the model, TensorFlow and other processes).
@@ -89,70 +89,28 @@ def resolve_cache(setting: str, n_images: int, image_size: int, cache_dir: str |
     return setting
 
 
-class ImageDecodeError(ImageReadError):
-    """An image could not be read inside a ``tf.data`` worker; the message names the file
-    and its manifest line."""
-
-
-# The failures of the readers inside tf.data workers, newest last (a worker's exception
-# reaches Python again only as the text of an OpError).
-_FAILURES: list[str] = []
-_FAILURES_GUARD = threading.Lock()
-DECODE_MARKER = "usmtl could not read an image: "
-
-
-def _record_failure(message: str) -> None:
-    with _FAILURES_GUARD:
-        _FAILURES.append(message)
-        del _FAILURES[:-100]
-
-
-def decode_failure(error: BaseException | None = None, clear: bool = True) -> str | None:
-    """The reader failure behind ``error`` (an exception raised while iterating a dataset of
-    :func:`roi_images`): the file, its manifest line and the reader's error, or None when
-    it is no such failure. Without ``error``: the last failure recorded. ``clear`` forgets
-    the failures recorded so far."""
-    with _FAILURES_GUARD:
-        last = _FAILURES[-1] if _FAILURES else None
-        if clear:
-            _FAILURES.clear()
-    if error is None:
-        return last
-    text = str(getattr(error, "message", None) or error)
-    if DECODE_MARKER in text:
-        found = text.split(DECODE_MARKER, 1)[1].split("\n", 1)[0].strip()
-        return found or last
-    return last if isinstance(error, tf.errors.OpError) and last and last in text else None
-
-
-def roi_images(paths: list[str], boxes: list, data: DataConfig, cache: str | None = None,
+def roi_images(paths, boxes, data: DataConfig, cache: str | None = None,
                cache_dir: str | None = None, name: str = "images",
-               where: list[str] | None = None) -> tf.data.Dataset:
+               where: list[str] | None = None, crops: Crops | None = None) -> tf.data.Dataset:
     """A deterministic dataset of ``(size, size, 3)`` uint8 RoI crops, cached as
     :func:`resolve_cache` decides from ``data.cache`` (or ``cache`` when given).
 
-    ``where``: how errors name each image (``manifest.csv line 7 (image=a.png)``); default
-    its path. A reader failure is raised as an :class:`ImageDecodeError` naming it (see
-    the module docstring)."""
+    ``crops``: a :class:`~usmtl.data.crops.Crops` to read (a packed file's, say); default
+    the crops of ``paths`` and ``boxes``. ``where``: how errors name each image
+    (``manifest.csv line 7 (image=a.png)``); default its path. A reader failure is raised
+    as an :class:`ImageDecodeError` naming it (see the module docstring)."""
     size = data.image_size
-    names = [str(p) for p in paths] if where is None else [str(w) for w in where]
+    if crops is None:
+        crops = Crops.from_files(paths, boxes, data, where)
 
     def load(index):
-        i = int(index)
-        try:
-            return load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size,
-                            data.inpaint_marks)
-        except Exception as exc:  # noqa: BLE001 (never let a reader's error escape as is)
-            named = str(exc) if str(paths[i]) in str(exc) else f"{paths[i]}: {exc}"
-            message = f"{names[i]}: {named}" if names[i] != str(paths[i]) else named
-            _record_failure(message)
-            raise ImageDecodeError(DECODE_MARKER + message) from None
+        return crops.read(int(index))
 
-    dataset = tf.data.Dataset.range(len(paths)).map(
+    dataset = tf.data.Dataset.range(len(crops)).map(
         lambda i: tf.numpy_function(load, [i], tf.uint8, stateful=False),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.map(lambda x: tf.ensure_shape(x, (size, size, 3)))
-    where = resolve_cache(cache or data.cache, len(paths), size, cache_dir, name)
+    where = resolve_cache(cache or data.cache, len(crops), size, cache_dir, name)
     if where == "memory":
         dataset = dataset.cache()
     elif where != "none":
@@ -163,31 +121,10 @@ def roi_images(paths: list[str], boxes: list, data: DataConfig, cache: str | Non
     return dataset
 
 
-def targets(labels: dict[str, np.ndarray], balance: bool = False):
-    """``(y, sample_weight)`` dictionaries from NaN-for-unknown labels.
-
-    With ``balance`` the positives of each task are weighted by negatives/positives, so a
-    rare task (ALNM >= 4) is not drowned by its negatives.
-    """
-    y, weights = {}, {}
-    for name, values in labels.items():
-        values = np.asarray(values, np.float32)
-        known = ~np.isnan(values)
-        w = known.astype(np.float32)
-        if balance:
-            pos = float(np.sum(values[known] == 1))
-            neg = float(np.sum(values[known] == 0))
-            if pos > 0 and neg > 0:
-                w = np.where(known & (values == 1), neg / pos, w).astype(np.float32)
-        y[name] = np.nan_to_num(values, nan=0.0).reshape(-1, 1)
-        weights[name] = w
-    return y, weights
-
-
 def make_dataset(paths, boxes, labels: dict[str, np.ndarray] | None, data: DataConfig,
                  batch_size: int, training: bool, seed: int = 0, balance: bool = False,
                  cache_dir: str | None = None, name: str = "images",
-                 where: list[str] | None = None) -> tf.data.Dataset:
+                 where: list[str] | None = None, crops: Crops | None = None) -> tf.data.Dataset:
     """Batched uint8 ``(image, y, sample_weight)`` for training (shuffled, full batches), or
     images (plus labels when given) in manifest order for evaluation.
 
@@ -202,6 +139,8 @@ def make_dataset(paths, boxes, labels: dict[str, np.ndarray] | None, data: DataC
         balance: weight each task's positives by negatives/positives.
         cache_dir, name: where the file cache goes when ``data.cache`` asks for one.
         where: how errors name each image (``manifest.csv line 7 (image=a.png)``).
+        crops: the :class:`~usmtl.data.crops.Crops` to read instead of ``paths`` and
+            ``boxes`` (a packed file's).
 
     Returns:
         A ``tf.data.Dataset`` of uint8 images (with ``y`` and ``sample_weight`` dicts).
@@ -210,16 +149,16 @@ def make_dataset(paths, boxes, labels: dict[str, np.ndarray] | None, data: DataC
         ImageDecodeError: when iterated, an image that cannot be read, named by ``where``
             (see :func:`roi_images`; the training loop turns it into a ``UsmtlError``).
     """
-    images = roi_images(list(paths), list(boxes), data, cache_dir=cache_dir, name=name,
-                        where=where)
+    images = roi_images(paths, boxes, data, cache_dir=cache_dir, name=name, where=where,
+                        crops=crops)
     if labels is None:
         return images.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     y, weights = targets(labels, balance=balance)
     dataset = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices((y, weights)))
     if training:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(y[next(iter(y))]), seed=seed, reshuffle_each_iteration=True)
         # Full batches keep shapes static (one compiled step) and BatchNorm statistics sane.
-        drop = len(paths) > batch_size
+        drop = len(y[next(iter(y))]) > batch_size
         dataset = dataset.batch(batch_size, drop_remainder=drop)
     else:
         dataset = dataset.batch(batch_size)

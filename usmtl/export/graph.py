@@ -54,8 +54,8 @@ def heads_model(model: keras.Model, tasks: list[str]) -> keras.Model:
 
 
 def input_dtype(model: keras.Model) -> str:
-    dtype = model.inputs[0].dtype
-    return dtype if isinstance(dtype, str) else tf.as_dtype(dtype).name
+    """The dtype name of the model's image input (``float32``, ``uint8``), on any backend."""
+    return keras.backend.standardize_dtype(model.inputs[0].dtype)
 
 
 def resize_like_roi(images: tf.Tensor, size: int) -> tf.Tensor:

@@ -64,10 +64,14 @@ class Runtime:
     def predict_files(self, paths, boxes, data, batch_size: int = 32) -> dict:
         """``{task: probabilities}`` for image files and their boxes, cropped as ``data``
         (a :class:`usmtl.config.DataConfig`) says."""
-        from usmtl.data.pipeline import roi_images
+        from usmtl.data.crops import Crops
 
-        crops = roi_images(list(paths), list(boxes), data).batch(batch_size)
-        return self.predict(crops.as_numpy_iterator())
+        return self.predict_crops(Crops.from_files(paths, boxes, data), batch_size)
+
+    def predict_crops(self, crops, batch_size: int = 32) -> dict:
+        """``{task: probabilities}`` for a :class:`usmtl.data.crops.Crops` (image files or
+        a packed crop file), read a batch at a time."""
+        return self.predict(crops.batches(batch_size))
 
     def latency_ms(self, image: np.ndarray, runs: int = 30, warmup: int = 3,
                    max_seconds: float = 20.0) -> tuple[float, int]:

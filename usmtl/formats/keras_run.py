@@ -48,24 +48,28 @@ class KerasModel(Runtime):
     runtime_label = "Keras predict_on_batch"
 
     def __init__(self, model, cfg, artifact: str):
-        from usmtl.export.graph import input_dtype
+        import keras
 
         self.keras = model
         self.cfg = cfg
         self.artifact = artifact
         self.tasks = [t.name for t in cfg.tasks]
         self.image_size = cfg.data.image_size
-        self._dtype = input_dtype(model)
+        # export.graph.input_dtype, without importing TensorFlow (a JAX run predicts here)
+        self._dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
 
     def _run(self, images):
         out = self.keras.predict_on_batch(np.asarray(images).astype(self._dtype))
         return {name: np.ravel(np.asarray(values)) for name, values in out.items()}
 
-    def predict_files(self, paths, boxes, data, batch_size: int = 32) -> dict:
-        from usmtl.data.pipeline import make_dataset
+    def predict_crops(self, crops, batch_size: int = 32) -> dict:
+        """``{task: probabilities}`` for a :class:`usmtl.data.crops.Crops`, through the
+        engine of the Keras backend in use (``tf.data`` on TensorFlow, arrays on JAX)."""
+        from usmtl.training.engine import training_engine
 
-        dataset = make_dataset(paths, boxes, None, data, batch_size, training=False)
-        probs = self.keras.predict(dataset, verbose=0)
+        engine = training_engine()
+        images = engine.make_eval_data(crops, self.cfg.data, batch_size, name="images")
+        probs = engine.predict_function(self.keras)(images)
         return {name: np.ravel(p).astype(float) for name, p in probs.items()}
 
 

@@ -115,17 +115,29 @@ class FitResult:
 # ---------------------------------------------------------------------------------------
 
 
-def library_versions() -> dict:
+def library_versions(engine=None) -> dict:
+    """Versions of what trained the run; the backend's library is asked, never imported."""
+    from importlib import metadata
+
     import keras
-    import tensorflow as tf
 
     import usmtl
+    from usmtl.training.engine import training_engine
+
+    engine = engine or training_engine()
+
+    def installed(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
 
     return {
         "usmtl": usmtl.__version__, "python": sys.version.split()[0],
-        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+        "tensorflow": installed("tensorflow"), "jax": installed("jax"),
+        "keras": keras.__version__, "numpy": np.__version__,
         "keras_backend": keras.backend.backend(), "platform": platform.platform(),
-        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "devices": engine.devices(),
     }
 
 
@@ -419,33 +431,32 @@ class _Inputs:
 def _train(cfg, data, run: Run, verbose, extra_callbacks, started, stop=None) -> float:
     """Build, train and evaluate into ``run``; returns the run's seconds. ``stop``: the
     :class:`~usmtl.training.loop.StopSignals` that may ask training to stop."""
-    from usmtl.training.loop import (StopRequested, resolve_precision, resolve_strategy,
-                                     strategy_name, train)
+    from usmtl.training.engine import training_engine
+    from usmtl.training.loop import StopRequested
 
-    strategy = resolve_strategy(cfg.train.strategy)  # first: before TF starts its runtime
+    engine = training_engine()  # usmtl.training.loop (TensorFlow) or .jax_loop
+    strategy = engine.resolve_strategy(cfg.train.strategy)  # first: before TF starts its runtime
 
-    import keras
-
-    from usmtl.data.pipeline import decode_failure
+    from usmtl.data.crops import decode_failure
     from usmtl.model.precision import precision_policy
 
     decode_failure()  # forget the failures of earlier datasets of this process
-    run.write_json(VERSIONS_FILE, library_versions())
+    run.write_json(VERSIONS_FILE, library_versions(engine))
     os.makedirs(run.checkpoints_dir, exist_ok=True)
     _trim_history(run)
-    keras.utils.set_random_seed(cfg.train.seed)
-    precision = resolve_precision(cfg.train.precision)
+    engine.set_seed(cfg.train.seed)
+    precision = engine.resolve_precision(cfg.train.precision)
     with precision_policy(precision):
         try:
-            inputs = _build_inputs(cfg, data, run)
-            model, jit, steps_per_execution = _build_model(cfg, strategy, inputs.steps)
-            callbacks = _build_callbacks(cfg, run, inputs, model, extra_callbacks, precision)
+            inputs = _build_inputs(cfg, data, run, engine)
+            model, jit, steps_per_execution = _build_model(cfg, strategy, inputs.steps, engine)
+            callbacks = _build_callbacks(cfg, run, inputs, model, extra_callbacks, precision, engine)
             if verbose == "auto":
                 verbose = 1 if sys.stdout.isatty() else 2
-            train(model, inputs.train_ds, strategy, epochs=cfg.train.epochs,
-                  steps_per_epoch=inputs.steps, callbacks=callbacks, verbose=verbose,
-                  steps_per_execution=steps_per_execution, jit_compile=jit, stop=stop)
-            _write_outputs(cfg, data, run, model, inputs)
+            engine.train(model, inputs.train_ds, strategy, epochs=cfg.train.epochs,
+                         steps_per_epoch=inputs.steps, callbacks=callbacks, verbose=verbose,
+                         steps_per_execution=steps_per_execution, jit_compile=jit, stop=stop)
+            _write_outputs(cfg, data, run, model, inputs, engine)
         except (UsmtlError, StopRequested, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -454,7 +465,8 @@ def _train(cfg, data, run: Run, verbose, extra_callbacks, started, stop=None) ->
                 raise
             raise error from exc
     seconds = time.time() - started
-    run.mark_finished(precision=precision, strategy=strategy_name(strategy),
+    run.mark_finished(backend=engine.NAME, precision=precision,
+                      strategy=engine.strategy_name(strategy),
                       replicas=int(strategy.num_replicas_in_sync), jit_compile=bool(jit),
                       steps_per_execution=int(steps_per_execution),
                       train_images=inputs.train_images, val_images=int(len(inputs.val_idx)),
@@ -469,7 +481,7 @@ def _training_error(exc: Exception, data, run: Run) -> UsmtlError | None:
     could not be read inside ``tf.data``, or a full disk; None for any other."""
     import errno
 
-    from usmtl.data.pipeline import decode_failure
+    from usmtl.data.crops import decode_failure
     from usmtl.training.loop import DiskFullError, free_bytes, human_bytes
 
     failure = decode_failure(exc)
@@ -515,41 +527,35 @@ def _epoch_of(row: str) -> int | None:
         return None
 
 
-def _build_inputs(cfg, data, run: Run) -> _Inputs:
-    """The training and validation datasets of the split (file cache in ``run/cache``)."""
-    from usmtl.data.pipeline import make_dataset
+def _build_inputs(cfg, data, run: Run, engine) -> _Inputs:
+    """The training and validation data of the split, as the engine feeds them (a file
+    cache, when ``data.cache`` asks for one, in ``run/cache``)."""
+    from usmtl.data.crops import Crops
 
     manifest, rows = data.manifest, data.row_split
-    paths, boxes = np.array(manifest.image_paths()), manifest.boxes()
-
-    def subset(name):
-        idx = np.flatnonzero(rows == name)
-        return idx, paths[idx], [boxes[i] for i in idx], {t: v[idx] for t, v in data.labels.items()}
-
-    train_idx, train_paths, train_boxes, train_labels = subset("train")
-    val_idx, val_paths, val_boxes, val_labels = subset("val")
+    train_idx, val_idx = np.flatnonzero(rows == "train"), np.flatnonzero(rows == "val")
+    train_labels = {t: v[train_idx] for t, v in data.labels.items()}
+    val_labels = {t: v[val_idx] for t, v in data.labels.items()}
     batch = cfg.train.batch_size
-    train_ds = make_dataset(train_paths, train_boxes, train_labels, cfg.data, batch, training=True,
-                            seed=cfg.train.seed, balance=cfg.train.balance_classes,
-                            cache_dir=run.cache_dir, name="train",
-                            where=[manifest.where(i) for i in train_idx])
-    val_ds = make_dataset(val_paths, val_boxes, None, cfg.data, batch, training=False,
-                          cache_dir=run.cache_dir, name="val",
-                          where=[manifest.where(i) for i in val_idx])
+    train_ds = engine.make_train_data(Crops.from_manifest(manifest, train_idx, cfg.data),
+                                      train_labels, cfg.data, batch, seed=cfg.train.seed,
+                                      balance=cfg.train.balance_classes,
+                                      cache_dir=run.cache_dir, name="train")
+    val_ds = engine.make_eval_data(Crops.from_manifest(manifest, val_idx, cfg.data), cfg.data,
+                                   batch, cache_dir=run.cache_dir, name="val")
     return _Inputs(train_ds, val_ds, int(len(train_idx)), val_idx, val_labels,
                    max(1, len(train_idx) // batch),
                    {t: why for t, why in (getattr(data, "one_class", {}) or {}).items()
                     if data.graph.by_name[t].parent is not None})
 
 
-def _build_model(cfg, strategy, steps: int):
+def _build_model(cfg, strategy, steps: int, engine):
     """``(model, jit, steps_per_execution)``: built and compiled under the strategy."""
     from usmtl.model.multitask import build_model
     from usmtl.training.compile import compile_for_training
-    from usmtl.training.loop import resolve_jit, resolve_steps_per_execution
 
-    jit = resolve_jit(cfg.train.jit_compile, strategy)
-    steps_per_execution = resolve_steps_per_execution(cfg.train.steps_per_execution, steps)
+    jit = engine.resolve_jit(cfg.train.jit_compile, strategy)
+    steps_per_execution = engine.resolve_steps_per_execution(cfg.train.steps_per_execution, steps)
     with strategy.scope():
         # The saved compile config keeps "auto": a model trained with XLA on a GPU does
         # not force XLA on the CPU that loads it. The loop gets the resolved value.
@@ -558,14 +564,15 @@ def _build_model(cfg, strategy, steps: int):
 
 
 def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
-                     precision: str = "float32") -> list:
+                     precision: str, engine) -> list:
     """In this order: the guard against non-finite losses (first: no later callback sees a
-    bad epoch), validation and best checkpoint, early stopping, CSV history, TensorBoard,
-    the backup (to resume; after the history, so that a row is never missing for an epoch
-    the backup holds), then the caller's callbacks."""
+    bad epoch), validation and best checkpoint, early stopping, CSV history, TensorBoard
+    (TensorFlow only: its writer is TensorFlow's), the backup (to resume; after the
+    history, so that a row is never missing for an epoch the backup holds), then the
+    caller's callbacks."""
     import keras
 
-    from usmtl.training.loop import crash_safe_backup, finite_guard, predict_function
+    from usmtl.training.loop import crash_safe_backup, finite_guard
 
     explain = _non_finite_explainer(cfg, run, precision)
     callbacks = [finite_guard(explain)]
@@ -576,17 +583,17 @@ def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
             _warn("no task has both classes among its known validation labels, so no epoch "
                   "has a validation AUC: the model kept (best.keras) is the last epoch's")
         callbacks.append(_make_validation_callback(inputs.val_ds, inputs.val_labels, run,
-                                                   predict_function(model),
+                                                   engine.predict_function(model),
                                                    keep_best=keep_best, scored=scored,
                                                    explain=explain))
         if cfg.train.early_stopping > 0:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_auc", mode="max", patience=cfg.train.early_stopping))
-    return callbacks + [
-        keras.callbacks.CSVLogger(run.history_path, append=True),
-        keras.callbacks.TensorBoard(run.logs_dir, write_graph=False, profile_batch=0),
-        crash_safe_backup(run.backup_dir),
-    ] + list(extra_callbacks)
+    callbacks.append(keras.callbacks.CSVLogger(run.history_path, append=True))
+    if engine.NAME == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(run.logs_dir, write_graph=False,
+                                                     profile_batch=0))
+    return callbacks + [crash_safe_backup(run.backup_dir)] + list(extra_callbacks)
 
 
 def _scored_tasks(inputs: _Inputs) -> list[str]:
@@ -646,7 +653,7 @@ def _kept_text(run: Run) -> str:
     return "; ".join(kept) + ". Train again into a new --out with the cause fixed."
 
 
-def _write_outputs(cfg, data, run: Run, model, inputs: _Inputs) -> None:
+def _write_outputs(cfg, data, run: Run, model, inputs: _Inputs, engine) -> None:
     """The last and the kept checkpoint, validation predictions and metrics; the file cache
     goes (a finished run does not keep gigabytes of crops)."""
     from usmtl.training.loop import save_model_file
@@ -658,16 +665,14 @@ def _write_outputs(cfg, data, run: Run, model, inputs: _Inputs) -> None:
         save_model_file(model, run.best_model)
         run.write_json(BEST_STATE, {"epoch": cfg.train.epochs, "val_auc": None, "checkpoint": "last"})
     if len(inputs.val_idx):
-        _write_validation(data, run, inputs)
+        _write_validation(data, run, inputs, engine)
     # A file cache (data.cache disk, or auto on a large data set) is only needed to resume.
     shutil.rmtree(run.cache_dir, ignore_errors=True)
 
 
-def _write_validation(data, run: Run, inputs: _Inputs) -> None:
+def _write_validation(data, run: Run, inputs: _Inputs, engine) -> None:
     """``val_predictions.csv`` and ``val_metrics.json`` of the kept checkpoint."""
-    from usmtl.training.loop import predict_function
-
-    probs = predict_function(run.open_model("best"))(inputs.val_ds)
+    probs = engine.predict_function(run.open_model("best"))(inputs.val_ds)
     idx, manifest = inputs.val_idx, data.manifest
     frame = predictions_frame(manifest.frame["image"].to_numpy()[idx], manifest.patient_ids()[idx],
                               ["val"] * len(idx), probs, inputs.val_labels, data.graph.edges)

@@ -62,6 +62,8 @@ import numpy as np
 
 from usmtl.errors import UsmtlError
 
+NAME = "tensorflow"  # the engine's Keras backend (usmtl.training.engine)
+
 
 def tf_config() -> dict:
     """The parsed ``TF_CONFIG`` environment variable (``{}`` when unset)."""
@@ -150,6 +152,38 @@ def gpu_count() -> int:
     import tensorflow as tf
 
     return len(tf.config.list_physical_devices("GPU"))
+
+
+def set_seed(seed: int) -> None:
+    """Python, NumPy, TensorFlow and Keras seeds."""
+    import keras
+
+    keras.utils.set_random_seed(int(seed))
+
+
+def devices() -> list[str]:
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_logical_devices()]
+
+
+def make_train_data(crops, labels: dict, data, batch_size: int, seed: int = 0,
+                    balance: bool = False, cache_dir: str | None = None, name: str = "train"):
+    """The training ``tf.data`` pipeline of ``crops`` (a :class:`usmtl.data.crops.Crops`):
+    shuffled full batches of ``(image, y, sample_weight)``, cached as ``data.cache`` says."""
+    from usmtl.data.pipeline import make_dataset
+
+    return make_dataset(None, None, labels, data, batch_size, training=True, seed=seed,
+                        balance=balance, cache_dir=cache_dir, name=name, crops=crops)
+
+
+def make_eval_data(crops, data, batch_size: int, cache_dir: str | None = None,
+                   name: str = "val"):
+    """The images of ``crops`` in order, batched, for :func:`predict_function`."""
+    from usmtl.data.pipeline import make_dataset
+
+    return make_dataset(None, None, None, data, batch_size, training=False,
+                        cache_dir=cache_dir, name=name, crops=crops)
 
 
 def resolve_jit(setting, strategy) -> bool:
