@@ -10,7 +10,7 @@ MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmt
            "usmtl.evaluation.metrics", "usmtl.evaluation.calibration",
            "usmtl.evaluation.utility", "usmtl.evaluation.subgroups",
            "usmtl.evaluation.recalibrate", "usmtl.model.hinge", "usmtl.model.multitask",
-           "usmtl.experiment"]
+           "usmtl.experiment", "usmtl.data.pack", "usmtl.data.targets", "usmtl.backend"]
 
 
 @pytest.mark.parametrize("name", MODULES)

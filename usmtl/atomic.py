@@ -53,8 +53,9 @@ def _temporary_beside(path: str) -> tuple[int, str]:
             continue
 
 
-def _write_atomic(path: str, write, fsync: bool = True) -> None:
-    """``write(file)`` into a temporary file beside ``path``, then rename it over ``path``.
+def _write_atomic(path: str, write, fsync: bool = True, binary: bool = False) -> None:
+    """``write(file)`` into a temporary file beside ``path`` (text, or bytes with
+    ``binary``), then rename it over ``path``.
 
     On any failure the temporary file is removed, ``path`` is left as it was, and a
     :class:`UsmtlError` naming ``path`` is raised.
@@ -63,7 +64,9 @@ def _write_atomic(path: str, write, fsync: bool = True) -> None:
     tmp = None
     try:
         fd, tmp = _temporary_beside(path)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        opened = os.fdopen(fd, "wb") if binary else \
+            os.fdopen(fd, "w", encoding="utf-8", newline="")
+        with opened as f:
             write(f)
             f.flush()
             if fsync:
@@ -93,6 +96,12 @@ def write_json_atomic(path: str, data, indent: int | None = 2, fsync: bool = Tru
         f.write("\n")
 
     _write_atomic(path, write, fsync)
+
+
+def write_binary_atomic(path: str, write) -> None:
+    """``write(binary file)`` whole or not at all, as :func:`write_json_atomic` (a packed crop
+    file is written this way)."""
+    _write_atomic(path, write, binary=True)
 
 
 def write_text_atomic(path: str, text: str) -> None:

@@ -133,7 +133,12 @@ def check(manifest, config_path, split_file, max_distance, no_duplicates, duplic
     cfg = load_config(config_path or PAPER_CONFIG)
     for warning in manifest_warnings(manifest, cfg):
         click.echo(f"warning: {warning}", err=True)
-    if not no_duplicates:
+    from usmtl.data.pack import is_pack
+
+    if is_pack(manifest) and not no_duplicates:
+        click.echo("Note: a packed crop file holds crops, not whole images: the near-duplicate "
+                   "search needs the manifest it was packed from", err=True)
+    elif not no_duplicates:
         _check_duplicates(manifest, split_file, max_distance, duplicates_out, grouped_out)
     for problem in problems:
         click.echo(problem)

@@ -63,7 +63,8 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     Args:
         model_path: any model :func:`usmtl.formats.open_model` opens: a run directory, a
             ``.keras`` file, a SavedModel export folder or a ``.tflite`` file.
-        input_path: a manifest CSV, or one image (PNG, JPEG, BMP, DICOM) with ``box``.
+        input_path: a manifest CSV or a packed crop file (``usmtl pack``), or one image
+            (PNG, JPEG, BMP, DICOM) with ``box``.
         box: ``"x_min,y_min,x_max,y_max"`` for a single image (0-based, max exclusive).
         split: only the manifest rows of this split of the model's run (``train``, ``val``,
             ``test``).
@@ -99,7 +100,9 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     opened = open_model(model_path)
     model, cfg, run_dir = opened.model, opened.cfg, opened.run_dir
     graph = TaskGraph.from_config(cfg.tasks)
-    if box is not None or not input_path.lower().endswith(".csv"):
+    from usmtl.data.pack import is_pack
+
+    if box is not None or not (input_path.lower().endswith(".csv") or is_pack(input_path)):
         if box is None:
             raise UsmtlError(f"A single image needs --box x_min,y_min,x_max,y_max. Received: {input_path}")
         the_box = parse_box(box)

@@ -118,7 +118,8 @@ class Crops:
         if pack is not None:
             pack.require_matches(data.image_size, data.roi_margin, data.square_roi,
                                  data.inpaint_marks, where=manifest.path)
-            return cls(lambda i: pack.crop(int(rows[i])), len(rows), data.image_size, where)
+            packed = manifest.pack_rows[rows]
+            return cls(lambda i: pack.crop(int(packed[i])), len(rows), data.image_size, where)
         paths, boxes = manifest.image_paths(), manifest.boxes()
         return cls.from_files([paths[i] for i in rows], [boxes[i] for i in rows], data, where)
 

@@ -287,6 +287,7 @@ def manifest_pairs(manifest, max_distance: int = DEFAULT_MAX_DISTANCE,
         ``(i, j, distance)`` with ``i < j``, sorted.
     """
     manifest = as_manifest(manifest)
+    manifest.require_image_files("the near-duplicate search (it hashes the whole images)")
     paths = manifest.image_paths()
     keys = [os.path.normcase(os.path.abspath(p)) for p in paths]
     files = list(dict.fromkeys(keys))

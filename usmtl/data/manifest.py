@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from usmtl.atomic import write_csv_atomic
-from usmtl.errors import ImageReadError, ManifestError
+from usmtl.errors import ImageReadError, ManifestError, UsmtlError
 
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 BINARY_LABEL_COLUMNS = ("malignant", "alnm")
@@ -204,12 +204,18 @@ class Manifest:
     come from the methods. Row ``i`` of the frame is line ``i + 2`` of the file, and stays
     named by its file line in a :meth:`subset`."""
 
-    def __init__(self, frame: pd.DataFrame, path: str, boxes: list[Box], lines=None):
+    def __init__(self, frame: pd.DataFrame, path: str, boxes: list[Box], lines=None,
+                 pack=None, pack_rows=None):
         self.frame = frame.reset_index(drop=True)
         self.path = os.path.abspath(path)
         self.root = os.path.dirname(self.path)
         self._boxes = list(boxes)
         self._lines = list(range(2, len(self.frame) + 2)) if lines is None else list(lines)
+        # A packed crop file (usmtl pack) read as a manifest: its crops stand in for the
+        # image files, which are not here; pack_rows[i] is row i's crop in it.
+        self.pack = pack
+        self.pack_rows = None if pack is None else (
+            np.arange(len(self.frame)) if pack_rows is None else np.asarray(pack_rows, int))
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -261,11 +267,22 @@ class Manifest:
             raise ManifestError(f"{self.path}: {len(missing)} image file(s) not found "
                                 f"(run 'usmtl check' for a full report)", missing[:20])
 
+    def require_image_files(self, what: str) -> None:
+        """Raise a :class:`UsmtlError` when this manifest is a packed crop file: ``what``
+        (``"Grad-CAM overlays"``) needs the original images, which a pack does not hold."""
+        if self.pack is None:
+            return
+        source = (self.pack.meta.get("source") or {}).get("name") or "the manifest it was packed from"
+        raise UsmtlError(f"{self.path} is a packed crop file (usmtl pack): it holds the RoI "
+                         f"crops, not the original images, and {what} needs those. Pass the "
+                         f"manifest CSV instead ({source}). Received: {self.path}")
+
     def subset(self, mask) -> "Manifest":
         """Rows where ``mask`` is true, as a new manifest; errors still name file lines."""
         mask = np.asarray(mask, bool)
         return Manifest(self.frame[mask], self.path, [b for b, keep in zip(self._boxes, mask) if keep],
-                        [line for line, keep in zip(self._lines, mask) if keep])
+                        [line for line, keep in zip(self._lines, mask) if keep], self.pack,
+                        None if self.pack is None else self.pack_rows[mask])
 
 
 def read_manifest(path: str) -> Manifest:
@@ -278,14 +295,23 @@ def read_manifest(path: str) -> Manifest:
 
 
 def _parse_manifest(path: str) -> tuple[Manifest, list[str]]:
-    """The manifest and its structural problems. Raises only when no row can be read."""
+    """The manifest and its structural problems. Raises only when no row can be read. A
+    packed crop file (``usmtl pack``, :mod:`usmtl.data.pack`) is read as the manifest it
+    holds, its crops standing in for the image files."""
+    from usmtl.data.pack import is_pack, open_pack
+
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ManifestError(f"{path}: manifest not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
+    pack = None
+    if is_pack(path):
+        pack = open_pack(path)
+        frame = pack.frame.copy()
+    else:
+        if not os.path.isfile(path):
+            raise ManifestError(f"{path}: manifest not found")
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+            raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     problems: list[str] = []
     missing = [c for c in ("image", "patient_id") if c not in frame.columns]
@@ -346,7 +372,7 @@ def _parse_manifest(path: str) -> tuple[Manifest, list[str]]:
         if box is not None and box.is_empty:
             problems.append(f"{where}: the box is empty. Received: {box}")
         boxes.append(box if box is not None else Box(0, 0, 0, 0))
-    return Manifest(frame, path, boxes), problems
+    return Manifest(frame, path, boxes, pack=pack), problems
 
 
 def _label_array(manifest: Manifest, column: str, parse) -> np.ndarray:
@@ -424,6 +450,8 @@ def file_problems(manifest: Manifest, rows: Iterable[int] | None = None, progres
     """Missing or unreadable image and mask files, and boxes outside their image: every
     image (and mask) is decoded once (:func:`decoded_shape`). ``progress``: a tqdm bar."""
     problems = []
+    if manifest.pack is not None:
+        return problems  # its crops were read and checked when it was packed (usmtl pack)
     rows = range(len(manifest)) if rows is None else rows
     images, masks, boxes = manifest.image_paths(), manifest.mask_paths(), manifest.boxes()
     iterator = rows

@@ -100,6 +100,7 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
     ``cfg`` (the run's config) gives the task labels, when the manifest has them."""
     from usmtl.data.io import read_image
     from usmtl.data.manifest import read_manifest
+    from usmtl.data.pack import is_pack
     from usmtl.data.prepare import require_usable
     from usmtl.data.splits import select_split_rows
     from usmtl.formats import open_model
@@ -109,7 +110,7 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
 
     if limit is not None and limit < 1:
         raise UsmtlError(f"--limit must be a whole number >= 1. Received: {limit}")
-    if box is not None or not str(input_path).lower().endswith(".csv"):
+    if box is not None or not (str(input_path).lower().endswith(".csv") or is_pack(input_path)):
         if box is None:
             raise UsmtlError(f"A single image needs --box x_min,y_min,x_max,y_max. Received: {input_path}")
         if split is not None:
@@ -122,6 +123,7 @@ def select_inputs(run: str | None, input_path: str, box: str | None = None, spli
                       [""], [""], pd.DataFrame(index=range(1)))
 
     manifest = read_manifest(input_path)
+    manifest.require_image_files("Grad-CAM overlays on the whole image")
     run_dir = None if run is None else open_model(run).run_dir
     split_file = None if run_dir is None else Run(run_dir).split_path
     manifest, splits = select_split_rows(manifest, split_file, split, input_path, run or "")

@@ -124,9 +124,9 @@ def _manifest_images(manifest_path: str, split_file: str, cfg, count: int, calib
                      seed: int, graph) -> tuple[_Images, np.ndarray | None]:
     """Parity crops (the run's test rows of the manifest, else all rows) with their labels,
     and calibration crops (its training rows, else all rows)."""
+    from usmtl.data.crops import Crops
     from usmtl.data.manifest import read_manifest
     from usmtl.data.prepare import require_usable
-    from usmtl.data.roi import load_roi
     from usmtl.data.splits import select_split_rows
     from usmtl.tasks import TaskGraph, label_table
 
@@ -144,12 +144,10 @@ def _manifest_images(manifest_path: str, split_file: str, cfg, count: int, calib
     parity_rows = _sample(parity_rows, count, seed)
     calib_rows = _sample(calib_rows, calibration, seed + 1)
 
-    paths, boxes = manifest.image_paths(), manifest.boxes()
     needed = sorted(set(parity_rows) | set(calib_rows))
     require_usable(manifest, rows=needed, warn=None)  # check's checks, the images decoded
-    size, data = cfg.data.image_size, cfg.data
-    cache = {i: load_roi(paths[i], boxes[i], data.roi_margin, data.square_roi, size,
-                         data.inpaint_marks) for i in needed}
+    read = Crops.from_manifest(manifest, needed, cfg.data).load()  # image files or a pack
+    cache = dict(zip(needed, read))
     crops = np.stack([cache[i] for i in parity_rows])
     subset = manifest.subset(np.isin(everything, parity_rows))
     present = graph.present(subset.frame.columns).tasks

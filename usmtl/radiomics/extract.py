@@ -289,6 +289,7 @@ def extract_features(manifest_path: str, out: str | None = None,
     if jobs < 1:
         raise UsmtlError(f"jobs must be >= 1. Received: {jobs}")
     manifest = read_manifest(manifest_path)
+    manifest.require_image_files("radiomics (features of the image within its mask or box)")
     if settings.mask == "mask" and not manifest.has_column("mask"):
         raise UsmtlError(f"{manifest_path}: mask='mask' needs a 'mask' column. "
                          f"Received columns: {list(manifest.frame.columns)}")
