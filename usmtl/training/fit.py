@@ -4,7 +4,9 @@ One order, as in TensorFlow Model Garden's ``train.py``: resolve the config, che
 make (or reuse) the patient split, save all of it in the run directory, set the precision
 policy, choose the ``tf.distribute`` strategy, build and compile under its scope, train.
 Training itself runs in named phases: build inputs, build model, build callbacks, train,
-write outputs.
+write outputs. Each phase calls the engine of the Keras backend in use
+(:mod:`usmtl.training.engine`: ``tf.data`` and ``tf.distribute`` on TensorFlow, NumPy
+batches and Keras' ``fit`` on JAX), so the run directory is the same on either.
 
 The run directory (:class:`usmtl.run.Run`) holds::
 
