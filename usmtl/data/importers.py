@@ -42,6 +42,7 @@ from usmtl.data.manifest import (
     Manifest,
     parse_binary,
     parse_count,
+    read_text_csv,
     read_voc_box,
     write_manifest,
 )
@@ -60,13 +61,7 @@ def _relative(path: str, out: str) -> str:
 
 def _read_table(path: str, required: tuple[str, ...]) -> pd.DataFrame:
     """A CSV file as text (no NaN guessing), with its required columns checked."""
-    if not os.path.isfile(path):
-        raise ManifestError(f"{path}: file not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = read_text_csv(path)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ManifestError(f"{path}: missing required column(s): {', '.join(missing)}. "

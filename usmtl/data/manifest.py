@@ -294,6 +294,19 @@ def read_manifest(path: str) -> Manifest:
     return manifest
 
 
+def read_text_csv(path: str, what: str = "file") -> pd.DataFrame:
+    """A CSV file as text (no NaN guessing; column names stripped), or a
+    :class:`ManifestError` naming ``path`` (``what``: how to call it when it is missing)."""
+    if not os.path.isfile(path):
+        raise ManifestError(f"{path}: {what} not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
 def _parse_manifest(path: str) -> tuple[Manifest, list[str]]:
     """The manifest and its structural problems. Raises only when no row can be read. A
     packed crop file (``usmtl pack``, :mod:`usmtl.data.pack`) is read as the manifest it
@@ -306,12 +319,7 @@ def _parse_manifest(path: str) -> tuple[Manifest, list[str]]:
         pack = open_pack(path)
         frame = pack.frame.copy()
     else:
-        if not os.path.isfile(path):
-            raise ManifestError(f"{path}: manifest not found")
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-            raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
+        frame = read_text_csv(path, "manifest")
     frame.columns = [str(c).strip() for c in frame.columns]
     problems: list[str] = []
     missing = [c for c in ("image", "patient_id") if c not in frame.columns]
