@@ -112,6 +112,11 @@ class ModelConfig:
     small_widths: list = dataclasses.field(default_factory=lambda: [32, 64, 128])
     small_blocks: list = dataclasses.field(default_factory=lambda: [1, 1, 1])
     dropout: float = 0.0
+    # BatchNormalization momentum of the backbone: "auto" or a number in [0, 1). auto keeps
+    # Keras' own with pretrained weights and, from scratch, takes one whose moving statistics
+    # settle within a short run (usmtl.model.backbones.bn_momentum): with Keras' 0.99 or
+    # 0.999 a run of a few hundred steps predicts one constant at inference.
+    bn_momentum: Any = "auto"
     hinge: bool = True
     hinge_margin: float = 0.1
     hinge_weight: float = 0.05
@@ -191,6 +196,11 @@ class ExperimentConfig:
         for key, allowed in choices.items():
             if _get(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {allowed}. Received: {_get(self, key)!r}")
+        bn = self.model.bn_momentum
+        if not (bn == "auto" or (isinstance(bn, (int, float)) and not isinstance(bn, bool)
+                                 and 0 <= bn < 1)):
+            raise ConfigError(f"model.bn_momentum must be auto or a number in [0, 1). "
+                              f"Received: {bn!r}")
         jit = self.train.jit_compile
         if not (jit == "auto" or isinstance(jit, bool)):
             raise ConfigError(f"train.jit_compile must be auto, true or false. Received: {jit!r}")
