@@ -22,18 +22,16 @@ probs = {"a": np.array([[0.2], [0.6]], "float32"), "b": np.array([[0.9], [0.1]],
 assert abs(float(hinge_value(probs, [("a", "b")], 0.1)) - 0.3) < 1e-6
 model = build_model(config_from_dict(tiny_config_dict()))
 x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
-y = {k: (np.arange(16) % 2).reshape(-1, 1).astype("float32") for k in model.output}
-model.compile(optimizer="adam", loss={k: "binary_crossentropy" for k in y})
-history = model.fit(x, y, epochs=2, verbose=0)
-assert all(np.isfinite(history.history["loss"]))
-model(x)
+# Training on JAX, run directory and all, is tests/test_jax_training.py's.
+out = model(x)
+assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
 assert len(model.losses) == 1
 print("tensorflow" in sys.modules)
 """
 
 
 @pytest.mark.slow
-def test_model_trains_on_jax_without_tensorflow():
+def test_model_and_hinge_run_on_jax_without_tensorflow():
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
