@@ -22,16 +22,17 @@ from usmtl.errors import UsmtlError
 BACKENDS = ("tensorflow", "jax")
 
 
-def use_backend(name: str | None) -> str:
-    """Make ``name`` the Keras backend of this process (None: leave it as configured);
-    returns the backend that will run.
+def use_backend(name: str | None) -> str | None:
+    """Make ``name`` the Keras backend of this process; returns it. None leaves the backend
+    as configured and returns None without importing Keras (TensorFlow's start-up is
+    quieted by the CLI before Keras imports it).
 
     Raises:
         UsmtlError: an unknown backend, or Keras already imported with another one (the
             message says how to choose it before).
     """
     if name is None:
-        return backend_name()
+        return None
     if name not in BACKENDS:
         raise UsmtlError(f"--backend must be one of {list(BACKENDS)}. Received: {name!r}")
     if "keras" in sys.modules:
