@@ -157,7 +157,8 @@ def test_busbra_import_and_short_fit(tmp_path, busbra_root):
     cfg = config_from_dict(tiny_config_dict(
         tasks=yaml.safe_load((REPO / "configs" / "busbra.yaml").read_text())["tasks"],
         data={"image_size": 64, "val_fraction": 0.2},
-        model={"backbone": "resnet50", "weights": "none"},
+        # The small ResNet: ResNet50 from scratch is tests/test_from_scratch.py's.
+        model={"backbone": "resnet_small", "weights": "none"},
         train={"epochs": 1, "batch_size": 8}))
     result = fit(cfg, str(tmp_path / "subset.csv"), str(tmp_path / "run"), verbose=0)
     assert set(result.val_metrics) == {"malignancy", "idc", "birads5"}
