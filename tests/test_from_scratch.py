@@ -4,14 +4,14 @@ Keras' ResNet50, EfficientNet (BatchNormalization momentum 0.99) and MobileNetV3
 trained from scratch for a few dozen steps used to score every image the same at inference:
 their moving statistics had not left the initial ones (usmtl.model.backbones.bn_momentum).
 Each backbone of :func:`usmtl.model.registry.backbone_names` is trained here from scratch
-through ``fit`` on the session's phantoms (about 70 training images, 30 to 40 steps), and
+through ``fit`` on the session's phantoms (about 65 training images, 16 to 40 steps), and
 its validation outputs (held out, and not used to pick the epoch: ``train.checkpoint:
 last``) must differ between images and rank malignancy well above chance. Without the fix
 the same runs score every image alike (SD 0 to 2e-6; AUC 0.5, 0.5 and 0.28 for ResNet50,
 MobileNetV3 and EfficientNet).
 
 The trained runs are shared with tests/test_int8.py through :func:`scratch_run` (one run per
-backbone and session). Measured on a 2-core CPU: 7 s (resnet_small) to 46 s (ResNet50) per
+backbone and session). Measured on a 2-core CPU: 6 s (resnet_small) to 55-70 s (ResNet50) per
 backbone, mostly tracing the training step and writing its checkpoints.
 """
 
