@@ -117,7 +117,7 @@ class Crops:
         pack = getattr(manifest, "pack", None)
         if pack is not None:
             pack.require_matches(data.image_size, data.roi_margin, data.square_roi,
-                                 data.inpaint_marks, where=manifest.path)
+                                 data.inpaint_marks, where="the config")
             packed = manifest.pack_rows[rows]
             return cls(lambda i: pack.crop(int(packed[i])), len(rows), data.image_size, where)
         paths, boxes = manifest.image_paths(), manifest.boxes()
