@@ -67,9 +67,14 @@ class KerasModel(Runtime):
         engine of the Keras backend in use (``tf.data`` on TensorFlow, arrays on JAX)."""
         from usmtl.training.engine import training_engine
 
-        engine = training_engine()
-        images = engine.make_eval_data(crops, self.cfg.data, batch_size, name="images")
-        probs = engine.predict_function(self.keras)(images)
+        images = training_engine().make_eval_data(crops, self.cfg.data, batch_size,
+                                                  name="images")
+        # Keras' predict, not the engine's predict_function: Keras keeps its compiled
+        # function on the model, so repeated predictions do not trace again.
+        if hasattr(images, "images"):  # the JAX engine's arrays
+            probs = self.keras.predict(images.images, batch_size=batch_size, verbose=0)
+        else:
+            probs = self.keras.predict(images, verbose=0)
         return {name: np.ravel(p).astype(float) for name, p in probs.items()}
 
 
