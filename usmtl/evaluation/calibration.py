@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from usmtl.errors import UsmtlError
+from usmtl.evaluation.figures import save_figure
 
 #: Scores are clipped to [EPS, 1 - EPS] before the logit: a sigmoid saturated in float32
 #: gives exactly 0 or 1, whose logit is infinite and would break the regression.
@@ -362,9 +363,5 @@ def plot_reliability(frame: pd.DataFrame, out_dir: str, n_bins: int = 10,
                     label=["negative", "positive"], color=["tab:blue", "tab:red"])
         bottom.set(xlabel="predicted probability", ylabel="images")
         bottom.legend(fontsize=7)
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"reliability_{task}.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, os.path.join(out_dir, f"reliability_{task}.png")))
     return paths

@@ -40,6 +40,7 @@ from usmtl.errors import UsmtlError
 from usmtl.evaluation.metrics import METRICS, binary_metrics
 from usmtl.evaluation.predictions import prediction_tasks, read_predictions
 from usmtl.evaluation import stats
+from usmtl.evaluation.figures import save_figure
 
 TEST_PREDICTIONS = "test_predictions.csv"
 
@@ -438,18 +439,11 @@ def plot_rocs(frame: pd.DataFrame, out_dir: str) -> list[str]:
         ax.plot([0, 1], [0, 1], ":", color="grey")
         ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC: {task}")
         ax.legend(loc="lower right")
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"roc_{task}.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, os.path.join(out_dir, f"roc_{task}.png")))
     ax_all.plot([0, 1], [0, 1], ":", color="grey")
     ax_all.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curves")
     ax_all.legend(loc="lower right", fontsize=8)
-    fig_all.tight_layout()
-    path = os.path.join(out_dir, "roc_all.png")
-    fig_all.savefig(path, dpi=120)
-    plt.close(fig_all)
+    path = save_figure(fig_all, os.path.join(out_dir, "roc_all.png"))
     return paths + [path]
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from usmtl.errors import UsmtlError
+from usmtl.evaluation.figures import save_figure
 
 #: The group of rows whose ``by`` value is missing (NaN, None or an empty cell).
 MISSING = "(missing)"
@@ -280,7 +281,4 @@ def plot_forest(table: pd.DataFrame, task: str, column: str, out_path: str) -> s
     ax.set(xlim=(max(0.0, min(lows) - 0.05), 1.0), xlabel="AUC (95% CI)",
            title=f"{task} by {column}")
     ax.set_ylim(-0.7, len(groups) - 0.3)
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from usmtl.errors import UsmtlError
+from usmtl.evaluation.figures import save_figure
 
 #: Default threshold probabilities of a decision curve: 0.01, 0.02, ..., 0.99.
 DEFAULT_THRESHOLDS = np.round(np.arange(1, 100) / 100, 2)
@@ -161,11 +162,7 @@ def plot_decision_curves(frame: pd.DataFrame, out_dir: str, thresholds=None,
         ax.set(xlabel="threshold probability", ylabel="net benefit", xlim=(0, 1),
                ylim=(-0.05 - 0.05 * top, top * 1.1 + 0.01), title=f"Decision curve: {task}")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"decision_curve_{task}.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, os.path.join(out_dir, f"decision_curve_{task}.png")))
     return paths
 
 
@@ -194,6 +191,16 @@ def _levels(y: np.ndarray, p: np.ndarray):
     return levels, se, sp
 
 
+def _rates(y, p, target):
+    """``(target, levels, sensitivity, specificity)`` of the known labels (see
+    :func:`_levels`), the target checked; None with one class only."""
+    target = _check_target(target)
+    y, p = _known(y, p)
+    if not (y == 1).any() or not (y == 0).any():
+        return None
+    return (target, *_levels(y, p))
+
+
 def threshold_for_sensitivity(y, p, target: float) -> float:
     """The largest threshold whose sensitivity is >= ``target`` (positive: score >=
     threshold), i.e. the most specific rule that still catches that share of positives. It
@@ -214,11 +221,10 @@ def threshold_for_sensitivity(y, p, target: float) -> float:
         >>> threshold_for_sensitivity([1, 1, 1, 1, 0, 0], [0.9, 0.8, 0.6, 0.3, 0.7, 0.2], 0.75)
         0.6
     """
-    target = _check_target(target)
-    y, p = _known(y, p)
-    if not (y == 1).any() or not (y == 0).any():
+    found = _rates(y, p, target)
+    if found is None:
         return math.nan
-    levels, se, _ = _levels(y, p)
+    target, levels, se, _ = found
     # tolerance: 0.9 * 10 positives must accept 9/10 despite rounding
     return float(levels[np.flatnonzero(se >= target - 1e-12)[-1]])
 
@@ -244,11 +250,10 @@ def threshold_for_specificity(y, p, target: float) -> float:
         >>> threshold_for_specificity([0, 0, 0, 0, 1, 1], [0.1, 0.2, 0.4, 0.7, 0.5, 0.9], 0.75)
         0.5
     """
-    target = _check_target(target)
-    y, p = _known(y, p)
-    if not (y == 1).any() or not (y == 0).any():
+    found = _rates(y, p, target)
+    if found is None:
         return math.nan
-    levels, _, sp = _levels(y, p)
+    target, levels, _, sp = found
     ok = np.flatnonzero(sp >= target - 1e-12)
     if len(ok) == 0:
         return float(np.nextafter(levels[-1], np.inf))

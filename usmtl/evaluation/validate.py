@@ -26,6 +26,7 @@ import os
 import pandas as pd
 
 from usmtl.errors import UsmtlError
+from usmtl.evaluation.figures import save_figure
 
 
 def _cell(value: dict | None) -> tuple[float, float, float]:
@@ -119,9 +120,7 @@ def plot_reliability_pair(frames: dict[str, pd.DataFrame], task: str, path: str)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed rate",
            title=f"Reliability: {task}")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _shared_patients(run, external: pd.DataFrame) -> list[str]:
