@@ -47,12 +47,17 @@ class TaskConfig:
     its cohort a task's label is unknown: no BCE, no evaluation, but the label-free hinge
     still acts. A label source (``malignant``, ``birads >= 5``) names a cohort directly; the
     single-task variants use that form, since they drop the parent.
+
+    ``loss_weight`` multiplies the task's BCE in the total loss (default 1, the paper's plain
+    sum). Each BCE is a mean over the images whose label is known, so a child known on a
+    third of a batch pulls as hard per image as three parents; a smaller weight evens that.
     """
 
     name: str = ""
     label: str = ""
     parent: Optional[str] = None
     cohort: str = "all"
+    loss_weight: float = 1.0
 
 
 @dataclasses.dataclass
@@ -120,6 +125,17 @@ class ModelConfig:
     hinge: bool = True
     hinge_margin: float = 0.1
     hinge_weight: float = 0.05
+    # Whether the hinge's gradient reaches the parent head. The paper's hinge pushes both
+    # down the child and up the parent wherever the child exceeds it, benign masses
+    # included (their child label is unknown, the hinge is label-free); false moves only
+    # the child.
+    hinge_parent_gradient: bool = True
+    # How a child's probability is formed: "independent" (its own sigmoid head, the paper's)
+    # or "conditional": p_child = p_parent * q, with q a sigmoid head trained on the child's
+    # cohort (Chen et al. 2020, arXiv 2009.05609), consistent with its parent by
+    # construction. The parent's score enters the product without gradient, so the parent
+    # learns from its own labels only.
+    child_output: str = "independent"
 
 
 @dataclasses.dataclass
@@ -184,7 +200,8 @@ class ExperimentConfig:
             ("model.hinge_margin", self.model.hinge_margin >= 0, "a number >= 0"),
             ("model.hinge_weight", self.model.hinge_weight >= 0, "a number >= 0"),
             ("model.dropout", 0 <= self.model.dropout < 1, "in [0, 1)"),
-        ]
+        ] + [(f"tasks.{t.name}.loss_weight", math.isfinite(t.loss_weight) and t.loss_weight >= 0,
+              "a finite number >= 0") for t in self.tasks]
         for key, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"{key} must be {expected}. Received: {_get(self, key)}")
@@ -192,6 +209,7 @@ class ExperimentConfig:
             "train.precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
             "train.strategy": ("auto", "default", "mirrored", "multiworker"),
             "train.checkpoint": ("best", "last"),
+            "model.child_output": ("independent", "conditional"),
         }
         for key, allowed in choices.items():
             if _get(self, key) not in allowed:
@@ -236,7 +254,10 @@ def _get(cfg, dotted: str):
         return "their sum " + str(sum(_get(cfg, k.strip()) for k in dotted.split("+")))
     value = cfg
     for part in dotted.split("."):
-        value = getattr(value, part)
+        if isinstance(value, list):  # tasks.<name>
+            value = next(t for t in value if t.name == part)
+        else:
+            value = getattr(value, part)
     return value
 
 
@@ -337,7 +358,16 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to nested plain data."""
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to nested plain data.
+
+    ``tasks.<name>.<key>=value`` sets a key of the task of that name (``tasks.alnm.cohort=all``,
+    ``tasks.alnm.loss_weight=0.5``).
+
+    Example:
+        >>> apply_overrides({"tasks": [{"name": "alnm", "label": "alnm"}]},
+        ...                 ["tasks.alnm.loss_weight=0.5"])["tasks"]
+        [{'name': 'alnm', 'label': 'alnm', 'loss_weight': 0.5}]
+    """
     data = copy.deepcopy(data)
     for item in overrides or []:
         if "=" not in item:
@@ -352,12 +382,23 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
+            if isinstance(node, list):
+                child = next((t for t in node if isinstance(t, dict) and t.get("name") == part), None)
+                if child is None:
+                    names = [t.get("name") for t in node if isinstance(t, dict)]
+                    raise ConfigError(f"Override {key!r}: no task named {part!r}; tasks: {names}. "
+                                      f"Received: {item!r}")
+                node = child
+                continue
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
-            if not isinstance(child, dict):
+            if not isinstance(child, (dict, list)) or (isinstance(child, list) and part != "tasks"):
                 raise ConfigError(f"Override {key!r}: {part!r} is not a section. Received: {item!r}")
             node = child
+        if isinstance(node, list):
+            raise ConfigError(f"Override {key!r}: name a task and its key, as "
+                              f"tasks.<name>.loss_weight=0.5. Received: {item!r}")
         node[parts[-1]] = value
     return data
 

@@ -39,7 +39,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from usmtl.config import VARIANTS, ExperimentConfig, apply_variant, config_to_dict, save_config
+from usmtl.config import (VARIANTS, ExperimentConfig, apply_variant, config_from_dict,
+                          config_to_dict, save_config)
 from usmtl.data.splits import SPLIT_FILE, save_split
 from usmtl.errors import UsmtlError
 from usmtl.evaluation import stats
@@ -63,6 +64,10 @@ def _prepare_directory(cfg: ExperimentConfig, manifest: str, out_dir: str,
     if os.path.isfile(config_path):
         with open(config_path) as f:
             saved = yaml.safe_load(f)
+        try:  # through the dataclasses: keys added since, at their defaults, are no change
+            saved = config_to_dict(config_from_dict(saved))
+        except UsmtlError:
+            pass
         if saved != config_to_dict(cfg):
             raise UsmtlError(f"{out_dir} holds an experiment with another config; use a new --out "
                              f"or the same config. Received: a config that differs from "

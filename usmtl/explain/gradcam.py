@@ -227,7 +227,9 @@ class GradCam:
         self.tasks = check_tasks(model, tasks)
         self.layer = check_layer(model, layer)
         self.method = method
-        self.heads = [model.get_layer(t) for t in self.tasks]
+        from usmtl.model.multitask import head_layer
+
+        self.heads = [head_layer(model, t) for t in self.tasks]
         # Every head's input (pooled features, after dropout): the logit is recomputed from it.
         head_inputs = {}
         for head in self.heads:

@@ -24,14 +24,43 @@ import keras
 from keras import ops
 
 
-def hinge_value(probabilities: dict, edges, margin: float):
-    """Sum over ``(parent, child)`` edges of ``mean(max(0, p_child - p_parent - margin))``."""
+def hinge_value(probabilities: dict, edges, margin: float, parent_gradient: bool = True):
+    """Sum over ``(parent, child)`` edges of ``mean(max(0, p_child - p_parent - margin))``.
+    Without ``parent_gradient`` the parent's score is a constant to the hinge, which then
+    moves the child only."""
     total = 0.0
     for parent, child in edges:
         p_parent = ops.cast(probabilities[parent], "float32")
+        if not parent_gradient:
+            p_parent = ops.stop_gradient(p_parent)
         p_child = ops.cast(probabilities[child], "float32")
         total = total + ops.mean(ops.relu(p_child - p_parent - margin))
     return total
+
+
+@keras.saving.register_keras_serializable(package="usmtl")
+class ConditionalChild(keras.layers.Layer):
+    """``p_child = p_parent * q``: a child consistent with its parent by construction
+    (Chen et al. 2020, arXiv 2009.05609). ``q`` is the child's conditional head, trained
+    through the product on the child's cohort; the parent enters without gradient, so it
+    learns from its own labels only. Computes in float32.
+
+    Example:
+        >>> import numpy as np
+        >>> float(ConditionalChild()([np.array([[0.5]]), np.array([[0.8]])])[0, 0])
+        0.4
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        parent, q = inputs
+        return ops.stop_gradient(ops.cast(parent, "float32")) * ops.cast(q, "float32")
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs[1].shape, "float32")
 
 
 @keras.saving.register_keras_serializable(package="usmtl")
@@ -45,17 +74,21 @@ class HierarchicalHinge(keras.layers.Layer):
         edges: ``(parent, child)`` task-name pairs.
         margin: the hinge margin ``m``.
         weight: the loss weight ``lambda``.
+        parent_gradient: whether the hinge's gradient reaches the parent (the paper's: yes).
     """
 
-    def __init__(self, edges, margin: float = 0.1, weight: float = 0.05, **kwargs):
+    def __init__(self, edges, margin: float = 0.1, weight: float = 0.05,
+                 parent_gradient: bool = True, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.edges = [tuple(edge) for edge in edges]
         self.margin = float(margin)
         self.weight = float(weight)
+        self.parent_gradient = bool(parent_gradient)
 
     def call(self, probabilities):
-        self.add_loss(self.weight * hinge_value(probabilities, self.edges, self.margin))
+        self.add_loss(self.weight * hinge_value(probabilities, self.edges, self.margin,
+                                                self.parent_gradient))
         return {name: ops.cast(p, "float32") for name, p in probabilities.items()}
 
     def compute_output_spec(self, probabilities):
@@ -63,5 +96,6 @@ class HierarchicalHinge(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(edges=[list(e) for e in self.edges], margin=self.margin, weight=self.weight)
+        config.update(edges=[list(e) for e in self.edges], margin=self.margin, weight=self.weight,
+                      parent_gradient=self.parent_gradient)
         return config

@@ -11,7 +11,7 @@ from keras import layers
 
 from usmtl.model.augment import RoiAugment
 from usmtl.model.backbones import InputNormalization
-from usmtl.model.hinge import HierarchicalHinge
+from usmtl.model.hinge import ConditionalChild, HierarchicalHinge
 from usmtl.model.registry import get_backbone
 from usmtl.tasks import TaskGraph
 
@@ -22,6 +22,9 @@ AUGMENT_LAYER = "augment"
 # refuses duplicate names. Models saved before the rename still load (names are not looked
 # up on load); Grad-CAM skips both names.
 NORMALIZATION_LAYER = "input_normalization"
+# model.child_output: conditional names a child's own sigmoid head <child>_conditional; the
+# layer named after the task multiplies it by the parent's probability.
+CONDITIONAL_SUFFIX = "_conditional"
 
 
 def build_model(cfg) -> keras.Model:
@@ -71,12 +74,42 @@ def build_model(cfg) -> keras.Model:
     x = layers.GlobalAveragePooling2D(name=POOL_LAYER)(features)
     if cfg.model.dropout > 0:
         x = layers.Dropout(cfg.model.dropout, name="dropout")(x)
-    outputs = {name: layers.Dense(1, activation="sigmoid", dtype="float32", name=name)(x)
-               for name in graph.names}
-    if cfg.model.hinge and graph.edges:
+    conditional = cfg.model.child_output == "conditional"
+    outputs = {}
+    for task in _parents_first(graph):
+        if conditional and task.parent is not None:
+            q = layers.Dense(1, activation="sigmoid", dtype="float32",
+                             name=task.name + CONDITIONAL_SUFFIX)(x)
+            outputs[task.name] = ConditionalChild(name=task.name)([outputs[task.parent], q])
+        else:
+            outputs[task.name] = layers.Dense(1, activation="sigmoid", dtype="float32",
+                                              name=task.name)(x)
+    outputs = {name: outputs[name] for name in graph.names}
+    # A conditional child never exceeds its parent: the hinge would add 0.
+    if cfg.model.hinge and graph.edges and not conditional:
         outputs = HierarchicalHinge(graph.edges, cfg.model.hinge_margin, cfg.model.hinge_weight,
-                                    name=HINGE_LAYER)(outputs)
+                                    cfg.model.hinge_parent_gradient, name=HINGE_LAYER)(outputs)
     return keras.Model(inputs, outputs, name=cfg.name.replace(" ", "_"))
+
+
+def _parents_first(graph: TaskGraph) -> list:
+    order, done = [], set()
+    while len(order) < len(graph.tasks):
+        for task in graph.tasks:
+            if task.name not in done and (task.parent is None or task.parent in done):
+                order.append(task)
+                done.add(task.name)
+    return order
+
+
+def head_layer(model: keras.Model, task: str):
+    """The Dense layer whose sigmoid is ``task``'s own score: the task's layer, or with
+    ``model.child_output: conditional`` a child's conditional head (Grad-CAM explains that
+    logit; the product with the parent adds no image evidence of the child's own)."""
+    layer = model.get_layer(task)
+    if isinstance(layer, ConditionalChild):
+        return model.get_layer(task + CONDITIONAL_SUFFIX)
+    return layer
 
 
 def last_conv_layer(model: keras.Model) -> str:

@@ -40,14 +40,17 @@ def compile_for_training(model, cfg, steps_per_epoch: int, jit_compile="auto",
     ``sum_over_batch_size`` does: with that, a head whose labels are known for 60% of the
     images (ALNM, known for the malignant masses only) would be silently down-weighted to
     60%, and the paper's lambda would weigh the hinge against a smaller BCE. A batch with no
-    known label for a head adds 0 for it.
+    known label for a head adds 0 for it. A task's ``loss_weight`` (default 1) multiplies its
+    BCE.
     """
     import keras
 
     names = TaskGraph.from_config(cfg.tasks).names
     loss = {name: keras.losses.BinaryCrossentropy(reduction="mean_with_sample_weight", name=f"bce_{name}")
             for name in names}
+    weights = {t.name: float(getattr(t, "loss_weight", 1.0)) for t in cfg.tasks}
     model.compile(optimizer=keras.optimizers.Adam(learning_rate(cfg.train, steps_per_epoch)),
                   loss=loss,
+                  loss_weights=None if all(w == 1.0 for w in weights.values()) else weights,
                   jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     return model
