@@ -47,7 +47,8 @@ wheel-check:
 	cd $(WHEEL_CHECK) && venv/bin/usmtl presets \
 	  && venv/bin/usmtl demo-data d --patients 60 \
 	  && venv/bin/usmtl fit --config quickstart --manifest d/manifest.csv --out r --set train.epochs=2 \
-	  && venv/bin/python -c "import usmtl, sys; assert 'site-packages' in usmtl.__file__, usmtl.__file__"
+	  && venv/bin/python -c "import usmtl, sys; assert 'site-packages' in usmtl.__file__, usmtl.__file__" \
+	  && venv/bin/python -c "from usmtl.paper import paper_rows; assert len(paper_rows()) == 96"
 	@echo "wheel-check: passed"
 
 test-fast: install

@@ -5,5 +5,6 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["usmtl", "usmtl.*"]) + ["usmtl._presets"],
     package_dir={"usmtl._presets": "configs"},
-    package_data={"usmtl._presets": ["*.yaml"]},
+    # usmtl/paper_tables.csv: the paper's published figures (usmtl.paper)
+    package_data={"usmtl._presets": ["*.yaml"], "usmtl": ["paper_tables.csv"]},
 )

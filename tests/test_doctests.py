@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmtl.model.registry",
-           "usmtl.evaluation.stats",
+           "usmtl.evaluation.stats", "usmtl.evaluation.repeats", "usmtl.paper",
            "usmtl.evaluation.metrics", "usmtl.evaluation.calibration",
            "usmtl.evaluation.utility", "usmtl.evaluation.subgroups",
            "usmtl.evaluation.recalibrate", "usmtl.model.hinge", "usmtl.model.multitask",

@@ -118,10 +118,18 @@ def test_experiment_produces_tables_and_resumes(tmp_path, phantoms):
     config.write_text(yaml.safe_dump(tiny_config_dict(train={"epochs": 1})))
     out = tmp_path / "exp"
     args = ("experiment", "--config", config, "--manifest", phantoms, "--out", out,
-            "--repeats", 2, "--variants", "single-bm,multitask-hl")
+            "--repeats", 2, "--variants", "single-bm,multitask-hl", "--paper")
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert result.output.count(": trained") == 4
+    # The paper's Table 3 shape: six metrics, the paper's figure beside each cell.
+    table3 = (out / "table3.md").read_text()
+    assert "| Task | Model | Cohort | n | ACC | SE | Prec | SP | F1 | AUC |" in table3
+    assert "| malignancy | Single-BM | all |" in table3 and "| alnm | Multi-Task + HL |" in table3
+    assert "; paper 0.871 ± 0.006 (0.854, 0.887)" in table3  # Single-BM's published AUC
+    frame = pd.read_csv(out / "table3.csv")
+    assert {"ACC", "SE", "Prec", "SP", "F1", "AUC", "AUC (paper)"} <= set(frame.columns)
+    assert frame["AUC"].str.match(r"^\d\.\d{3} ± \d\.\d{3} \(\d\.\d{3}, \d\.\d{3}\)$").all()
     tables = (out / "tables.md").read_text()
     for text in ("## malignancy", "| single-bm |", "| multitask-hl |", "±",
                  "Inconsistent predictions", "p-values"):
@@ -174,8 +182,9 @@ def test_burden_protocol_is_table_4(tmp_path, phantoms):
     assert result.exit_code == 0, result.output
     assert result.output.count(": trained") == 4  # 2 thresholds x multitask-hl x 2 repeats
     table = (out / "table4.md").read_text()
-    assert "| aln_count >= 1 | multitask-hl | malignant = 1 |" in table
-    assert "| aln_count >= 2 | multitask-hl | malignant = 1 |" in table
+    assert "| aln_count >= 1 | Multi-Task + HL | malignant = 1 |" in table
+    assert "| aln_count >= 2 | Multi-Task + HL | malignant = 1 |" in table
+    assert len(pd.read_csv(out / "table4.csv")) == 2
     burden = pd.read_csv(out / "burden.csv")
     assert set(burden["task"]) == {"alnm_ge1", "alnm_ge2"}
     frame = pd.read_csv(phantoms, dtype=str, keep_default_na=False)

@@ -645,8 +645,12 @@ def compare_command(a, b, threshold, split, out, skip_unlabelled):
 @click.option("--burden-column", default="aln_count", show_default=True,
               help="burden: the manifest column with the number of metastatic nodes.")
 @click.option("--radiomics", "radiomics_features", type=click.Path(exists=True, dir_okay=False),
-              help="burden: features of 'usmtl radiomics extract'; adds the radiomics row per "
-                   "threshold, fitted on the same split.")
+              help="Features of 'usmtl radiomics extract': the radiomics baseline fitted on the "
+                   "same split (variants: table2.md, CNN against radiomics; burden: a row per "
+                   "threshold).")
+@click.option("--paper", is_flag=True,
+              help="Show the published figure of Li et al. (2022) beside each cell of "
+                   "table2/3/4.md (the root task as their malignancy, its first child as ALNM).")
 @click.option("--interval", type=click.Choice(["paper", "mean"]), default="paper", show_default=True,
               help="Interval in the tables: paper = mean ± t·SD (Li et al.), mean = the CI of the "
                    "mean; summary.csv holds both.")
@@ -655,14 +659,13 @@ def compare_command(a, b, threshold, split, out, skip_unlabelled):
 @_friendly_errors
 @_backend_option
 def experiment_command(config_path, overrides, manifest, out, repeats, protocol, variants,
-                       thresholds, burden_column, radiomics_features, interval, split_file,
+                       thresholds, burden_column, radiomics_features, paper, interval, split_file,
                        strategy, jit):
-    """The paper's protocol on one fixed test split, every run repeated; writes tables.md
-    (Tables 2-3), summary.csv, pvalues.csv, or with --protocol burden table4.md. Re-running
-    resumes."""
+    """The paper's protocol on one fixed test split, every run repeated; writes table3.md/.csv
+    (the paper's Table 3), tables.md, summary.csv, pvalues.csv; with --radiomics table2.md;
+    with --protocol burden table4.md/.csv. Re-running resumes."""
     _quiet_tensorflow()
     from usmtl.config import VARIANTS, load_config
-    from usmtl.errors import UsmtlError
     from usmtl.experiment import BURDEN_VARIANTS, run_burden, run_experiment
 
     cfg = load_config(config_path or DEFAULT_CONFIG, _with_speed_overrides(overrides, strategy, jit))
@@ -671,16 +674,16 @@ def experiment_command(config_path, overrides, manifest, out, repeats, protocol,
     if protocol == "burden":
         ks = _floats(thresholds)
         result = run_burden(cfg, manifest, out, repeats, ks, burden_column, chosen, split_file,
-                            radiomics_features, interval=interval)
+                            radiomics_features, interval=interval, paper=paper)
         click.echo(result["markdown"])
         click.echo(f"Table 4: {os.path.join(out, 'table4.md')}")
         return
-    if radiomics_features:
-        raise UsmtlError("--radiomics goes with --protocol burden; for Tables 2-3 compare a "
-                         "'usmtl radiomics fit' with 'usmtl compare'")
-    result = run_experiment(cfg, manifest, out, repeats, chosen, split_file, interval=interval)
-    click.echo(result["markdown"])
-    click.echo(f"Tables: {os.path.join(out, 'tables.md')}")
+    result = run_experiment(cfg, manifest, out, repeats, chosen, split_file, interval=interval,
+                            paper=paper, radiomics=radiomics_features)
+    click.echo(result["table3"])
+    click.echo(f"Tables: {os.path.join(out, 'table3.md')} (the paper's Table 3), "
+               f"{os.path.join(out, 'tables.md')} (p-values, inconsistency)"
+               + (f", {os.path.join(out, 'table2.md')}" if "table2" in result else ""))
 
 
 def _floats(text):

@@ -22,11 +22,13 @@ Layout of an experiment directory::
 
     experiment.yaml  split.csv  runs/<variant>/repeat-<k>/ (run directories)
     results.csv (one row per run, task and metric)  summary.csv  pvalues.csv
-    inconsistency.csv  tables.md
+    inconsistency.csv  tables.md  table3.md  table3.csv
+    radiomics/ table2.md table2.csv   (with a radiomics features file)
 
 and of a burden experiment: ``experiment.yaml  split.csv  ge<k>/`` (one experiment directory
 per threshold, sharing the split) ``radiomics/ge<k>/`` (with ``--radiomics``), ``burden.csv``
-and ``table4.md``.
+and ``table4.md``/``table4.csv``. ``table2/3/4`` are laid out as the paper's tables
+(:mod:`usmtl.evaluation.paper_tables`), with the paper's figures beside ours on request.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def _run_metrics(frame: pd.DataFrame, graph: TaskGraph) -> list[dict]:
 
 def run_experiment(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: int = 5,
                    variants=VARIANTS, split_file: str | None = None, verbose=0,
-                   interval: str = "paper") -> dict:
+                   interval: str = "paper", paper: bool = False,
+                   radiomics: str | None = None) -> dict:
     """Train every variant ``repeats`` times on one split; write and return the tables.
 
     Args:
@@ -111,9 +114,12 @@ def run_experiment(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: 
         split_file: reuse this split instead of making one.
         interval: the interval in ``tables.md``: ``paper`` (mean ± t·SD, as Li et al.) or
             ``mean`` (the CI of the mean); summary.csv holds both.
+        paper: ``table3.md`` (and ``table2.md``) show the paper's figure beside each cell.
+        radiomics: a features CSV of ``usmtl radiomics extract``: the radiomics baseline is
+            fitted on the same split and ``table2.md/.csv`` (CNN against radiomics) written.
 
     Returns:
-        ``{"results", "summary", "pvalues", "markdown"}``.
+        ``{"results", "summary", "pvalues", "markdown", "table3"}`` (and ``"table2"``).
 
     Raises:
         UsmtlError: repeats < 1, an unknown variant or interval, another config in ``out_dir``.
@@ -147,12 +153,33 @@ def run_experiment(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: 
         graph = TaskGraph.from_config(run_cfg.tasks)
         rows += [{"variant": variant, "repeat": k, **r} for r in _run_metrics(frame, graph)]
         print(f"[{i}/{len(plan)}] {variant} repeat {k}: {what} ({result.seconds:.0f} s)", flush=True)
-    return _write_tables(out_dir, pd.DataFrame(rows), predictions, repeats, cfg, interval)
+    out = _write_tables(out_dir, pd.DataFrame(rows), predictions, repeats, cfg, interval, paper)
+    if radiomics:
+        out["table2"] = _write_table2(out_dir, cfg, radiomics, split_path, out["summary"],
+                                      predictions, repeats, interval, paper)
+    return out
+
+
+def _roles(cfg: ExperimentConfig) -> dict:
+    """Our task -> the paper's: the root is its malignancy, the root's first child ALNM."""
+    from usmtl.evaluation.paper_tables import paper_role
+
+    graph = TaskGraph.from_config(cfg.tasks)
+    children = graph.children(graph.roots[0])
+    return paper_role(graph.names, graph.roots, children[0] if children else None)
+
+
+def _write_paper_table(out_dir: str, name: str, text: str, frame: pd.DataFrame) -> None:
+    write_text_atomic(os.path.join(out_dir, f"{name}.md"), text)
+    write_csv_atomic(os.path.join(out_dir, f"{name}.csv"), frame)
 
 
 def _write_tables(out_dir: str, results: pd.DataFrame, predictions: dict, repeats: int,
-                  cfg: ExperimentConfig, interval: str) -> dict:
-    """results.csv, summary.csv, pvalues.csv, inconsistency.csv and tables.md."""
+                  cfg: ExperimentConfig, interval: str, paper: bool = False) -> dict:
+    """results.csv, summary.csv, pvalues.csv, inconsistency.csv, tables.md and the paper's
+    Table 3 shape (table3.md, table3.csv)."""
+    from usmtl.evaluation.paper_tables import table3
+
     write_csv_atomic(os.path.join(out_dir, "results.csv"), results)
     summary = summarize(results)
     write_csv_atomic(os.path.join(out_dir, "summary.csv"), summary)
@@ -162,7 +189,41 @@ def _write_tables(out_dir: str, results: pd.DataFrame, predictions: dict, repeat
     write_csv_atomic(os.path.join(out_dir, "inconsistency.csv"), inconsistency)
     text = tables_markdown(summary, pvalues, repeats, cfg, interval)
     write_text_atomic(os.path.join(out_dir, "tables.md"), text)
-    return {"results": results, "summary": summary, "pvalues": pvalues, "markdown": text}
+    t3, frame = table3(summary, TaskGraph.from_config(cfg.tasks).names, _roles(cfg), repeats,
+                       interval, paper=paper)
+    _write_paper_table(out_dir, "table3", t3, frame)
+    return {"results": results, "summary": summary, "pvalues": pvalues, "markdown": text,
+            "table3": t3}
+
+
+def _write_table2(out_dir: str, cfg: ExperimentConfig, features: str, split_path: str,
+                  summary: pd.DataFrame, predictions: dict, repeats: int, interval: str,
+                  paper: bool, cnn_variant: str = "multitask-hl") -> str:
+    """Fit (or reuse) radiomics on the experiment's split; table2.md/.csv: the CNN against
+    it, with DeLong's p on the same test images."""
+    from usmtl.evaluation.paper_tables import table2
+
+    if cnn_variant not in {v for v, _ in predictions}:
+        raise UsmtlError(f"Table 2 compares {cnn_variant} with radiomics; add it to --variants. "
+                         f"Received variants: {sorted({v for v, _ in predictions})}")
+    graph = TaskGraph.from_config(cfg.tasks)
+    rows, frame = _radiomics_rows(features, os.path.join(out_dir, "radiomics"), cfg, split_path,
+                                  graph.names)
+    delong = {}
+    for task in graph.names:
+        cnn = _pooled(predictions, cnn_variant, task)
+        if cnn is None or frame is None or f"p_{task}" not in frame:
+            continue
+        rad = frame.set_index("image").reindex(cnn.index)
+        if rad[f"p_{task}"].isna().any():
+            raise UsmtlError(f"The radiomics test predictions miss some of the CNN's test images "
+                             f"for {task!r}. Received: {int(rad[f'p_{task}'].isna().sum())} missing")
+        delong[task] = stats.delong_test(cnn["y"].to_numpy(float), cnn["p"].to_numpy(float),
+                                         rad[f"p_{task}"].to_numpy(float))["p"]
+    text, table = table2(summary, pd.DataFrame(rows), delong, graph.names, _roles(cfg), repeats,
+                         interval, paper=paper, cnn_variant=cnn_variant)
+    _write_paper_table(out_dir, "table2", text, table)
+    return text
 
 
 SUMMARY_COLUMNS = ["variant", "task", "metric", "n", "mean", "sd", "ci_low", "ci_high",
@@ -324,8 +385,9 @@ def burden_config(cfg: ExperimentConfig, threshold: int, column: str = "aln_coun
 
 
 def _radiomics_rows(features: str, out_dir: str, cfg: ExperimentConfig, split_path: str,
-                    task: str) -> list[dict]:
-    """Fit (or reuse) the radiomics baseline of one burden config; its test metrics."""
+                    tasks: list[str]) -> tuple[list[dict], pd.DataFrame | None]:
+    """Fit (or reuse) the radiomics baseline of one config on the split; its test metrics
+    (rows shaped as summary.csv's) per task, and its test predictions."""
     from usmtl.radiomics.model import fit_radiomics
     from usmtl.run import Run
 
@@ -336,19 +398,24 @@ def _radiomics_rows(features: str, out_dir: str, cfg: ExperimentConfig, split_pa
             shutil.rmtree(out_dir)  # an interrupted fit: nothing of it is reusable
         fit_radiomics(features, out_dir, cfg=cfg, split_file=split_path)
     frame = pd.read_csv(os.path.join(out_dir, "test_predictions.csv"))
-    if f"p_{task}" not in frame:
-        return []
-    m = binary_metrics(frame[f"y_{task}"], frame[f"p_{task}"])
-    return [{"variant": "radiomics", "task": task, "metric": k, "n": 1, "mean": m[k],
-             "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan, "mean_ci_low": math.nan,
-             "mean_ci_high": math.nan, "cohort": TaskGraph.from_config(cfg.tasks).cohort_text(task),
-             "n_images": m["n"], "positives": m["positives"]} for k in METRICS]
+    graph = TaskGraph.from_config(cfg.tasks)
+    rows = []
+    for task in tasks:
+        if f"p_{task}" not in frame:
+            continue
+        m = binary_metrics(frame[f"y_{task}"], frame[f"p_{task}"])
+        rows += [{"variant": "radiomics", "task": task, "metric": k, "n": 1, "mean": m[k],
+                  "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                  "mean_ci_low": math.nan, "mean_ci_high": math.nan,
+                  "cohort": graph.cohort_text(task), "n_images": m["n"],
+                  "positives": m["positives"]} for k in METRICS]
+    return rows, frame
 
 
 def run_burden(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: int = 5,
                thresholds=BURDEN_THRESHOLDS, column: str = "aln_count", variants=BURDEN_VARIANTS,
                split_file: str | None = None, radiomics: str | None = None, verbose=0,
-               interval: str = "paper") -> dict:
+               interval: str = "paper", paper: bool = False) -> dict:
     """The paper's Table 4: one experiment per burden threshold on one shared split.
 
     Args:
@@ -361,14 +428,17 @@ def run_burden(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: int 
         radiomics: a features CSV of ``usmtl radiomics extract``: the radiomics baseline is
             fitted per threshold on the same split and added as a row, as in the paper.
         interval: ``paper`` or ``mean``, as in :func:`run_experiment`.
+        paper: show the paper's Table 4 figure (Table 2's ALNM for k = 1) beside each cell.
 
     Returns:
-        ``{"burden": DataFrame, "markdown": str}``; writes burden.csv and table4.md.
+        ``{"burden": DataFrame, "markdown": str}``; writes burden.csv and table4.md/.csv.
 
     Raises:
         UsmtlError: a config that is not two-headed, a bad threshold, another config in
             ``out_dir``, or a failure of an underlying run.
     """
+    from usmtl.evaluation.paper_tables import table4
+
     thresholds = sorted({int(k) for k in thresholds})
     configs = {k: burden_config(cfg, k, column) for k in thresholds}  # all checked before training
     split_path = _prepare_directory(cfg, manifest, out_dir, split_file)
@@ -383,41 +453,14 @@ def run_burden(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: int 
                  summary[summary["task"] == child].to_dict("records")]
         if radiomics:
             rows += [{"threshold": k, **r} for r in _radiomics_rows(
-                radiomics, os.path.join(out_dir, "radiomics", f"ge{k}"), cfg_k, split_path, child)]
+                radiomics, os.path.join(out_dir, "radiomics", f"ge{k}"), cfg_k, split_path,
+                [child])[0]]
     burden = pd.DataFrame(rows)
     write_csv_atomic(os.path.join(out_dir, "burden.csv"), burden)
-    text = burden_markdown(burden, column, repeats, cfg, interval)
+    text, frame = table4(burden, column, repeats, interval, paper=paper)
     write_text_atomic(os.path.join(out_dir, "table4.md"), text)
+    write_csv_atomic(os.path.join(out_dir, "table4.csv"), frame)
     return {"burden": burden, "markdown": text}
-
-
-def burden_markdown(burden: pd.DataFrame, column: str, repeats: int, cfg: ExperimentConfig,
-                    interval: str = "paper") -> str:
-    """Table 4's shape: a row per threshold and model, the child's metrics in its cohort."""
-    parts = [f"# Nodal burden: {cfg.name} (Li et al. Table 4)", "",
-             f"Each threshold k is a separate binary task, {column} >= k, trained as the paper's "
-             f"two-head model on one shared split and scored within the child's cohort. CNN cells: "
-             f"{INTERVAL_TEXT[interval]}, 95%, over {repeats} repeat(s); radiomics: one fit.", "",
-             "| task | model | cohort | n | positives | " + " | ".join(METRICS) + " |",
-             "|---|---|---|---|---|" + "---|" * len(METRICS)]
-    for (k, variant), group in burden.groupby(["threshold", "variant"], sort=False):
-        first = group.iloc[0]
-        cells = []
-        for metric in METRICS:
-            row = group[group["metric"] == metric]
-            if row.empty:
-                cells.append("-")
-                continue
-            values = row.iloc[0].to_dict()
-            if interval == "mean":
-                values.update(ci_low=values["mean_ci_low"], ci_high=values["mean_ci_high"])
-            cells.append(stats.format_mean_sd_ci(values))
-        n = "-" if pd.isna(first["n_images"]) else int(first["n_images"])
-        pos = "-" if pd.isna(first["positives"]) else int(first["positives"])
-        parts.append(f"| {column} >= {k} | {variant} | {first['cohort']} | {n} | {pos} | "
-                     + " | ".join(cells) + " |")
-    parts.append("")
-    return "\n".join(parts)
 
 
 def tune(cfg: ExperimentConfig, manifest: str, out_dir: str, margins, weights,

@@ -47,7 +47,7 @@ class ConditionalChild(keras.layers.Layer):
 
     Example:
         >>> import numpy as np
-        >>> float(ConditionalChild()([np.array([[0.5]]), np.array([[0.8]])])[0, 0])
+        >>> round(float(ConditionalChild()([np.array([[0.5]]), np.array([[0.8]])])[0, 0]), 4)
         0.4
     """
 
