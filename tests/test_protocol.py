@@ -219,3 +219,23 @@ def test_tune_grid(tmp_path, phantoms):
     assert best["val_auc_mean"] == pytest.approx(grid["val_auc_mean"].max())
     saved = yaml.safe_load((tmp_path / "t" / "runs" / "m0.1_lambda0.05" / "config.yaml").read_text())
     assert saved["model"]["hinge_margin"] == 0.1 and saved["model"]["hinge"] is True
+
+
+def test_tune_child_weight_selected_on_the_parent(tmp_path, phantoms):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tasks=PAPER_TASKS[:2], train={"epochs": 1})))
+    result = invoke("tune", "--config", config, "--manifest", phantoms, "--out", tmp_path / "t",
+                    "--margins", "0.1", "--weights", "0.05", "--child-weights", "1,0.1",
+                    "--select", "malignancy")
+    assert result.exit_code == 0, result.output
+    grid = pd.read_csv(tmp_path / "t" / "grid.csv")
+    assert list(grid["child_weight"]) == [1.0, 0.1]
+    assert list(grid["score"]) == list(grid["val_auc_malignancy"])
+    best = json.loads((tmp_path / "t" / "best.json").read_text())
+    assert best["select"] == "malignancy" and best["score"] == pytest.approx(grid["score"].max())
+    saved = yaml.safe_load((tmp_path / "t" / "runs" / "m0.1_lambda0.05_child0.1" / "config.yaml")
+                           .read_text())
+    assert [t["loss_weight"] for t in saved["tasks"]] == [1.0, 0.1]
+    refused = invoke("tune", "--config", config, "--manifest", phantoms, "--out", tmp_path / "u",
+                     "--select", "nodes")
+    assert refused.exit_code == 2 and "select must be" in refused.output

@@ -700,22 +700,31 @@ def _floats(text):
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--margins", default="0,0.05,0.1,0.2", show_default=True)
 @click.option("--weights", default="0.01,0.05,0.1,0.5", show_default=True, help="lambda values.")
+@click.option("--child-weights", help="Loss weights of the child tasks to try, e.g. 1,0.5,0.1 "
+                                      "(default: the config's).")
+@click.option("--select", default="mean", show_default=True,
+              help="What the best point maximises: mean (validation AUC over tasks) or a task's "
+                   "validation AUC, e.g. malignancy.")
 @click.option("--split-file", type=click.Path())
 @_friendly_errors
 @_backend_option
-def tune_command(config_path, overrides, manifest, out, margins, weights, split_file):
-    """Grid search of the hinge margin m and weight lambda on the validation split."""
+def tune_command(config_path, overrides, manifest, out, margins, weights, child_weights, select,
+                 split_file):
+    """Grid search on the validation split: hinge margin m, weight lambda and, with
+    --child-weights, the children's loss weight."""
     _quiet_tensorflow()
     from usmtl.config import load_config
     from usmtl.experiment import tune
 
     cfg = load_config(config_path or DEFAULT_CONFIG, list(overrides))
-    frame = tune(cfg, manifest, out, _floats(margins), _floats(weights), split_file)
+    frame = tune(cfg, manifest, out, _floats(margins), _floats(weights), split_file,
+                 child_weights=_floats(child_weights) if child_weights else None, select=select)
     click.echo(frame.drop(columns=["run"]).to_string(index=False, float_format="%.4f"))
-    best = frame.loc[frame["val_auc_mean"].idxmax()] if frame["val_auc_mean"].notna().any() else None
-    if best is not None:
-        click.echo(f"Best: m={best['margin']:g}, lambda={best['weight']:g} "
-                   f"(mean validation AUC {best['val_auc_mean']:.4f})")
+    if frame["score"].notna().any():
+        best = frame.loc[frame["score"].idxmax()]
+        child = f", child weight {best['child_weight']:g}" if "child_weight" in best else ""
+        click.echo(f"Best: m={best['margin']:g}, lambda={best['weight']:g}{child} "
+                   f"(validation AUC, {select}: {best['score']:.4f})")
 
 
 # ---------------------------------------------------------------------------------------

@@ -464,35 +464,67 @@ def run_burden(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: int 
 
 
 def tune(cfg: ExperimentConfig, manifest: str, out_dir: str, margins, weights,
-         split_file: str | None = None, verbose=0) -> pd.DataFrame:
-    """Grid search of the hinge margin and weight on the validation split (mean validation
-    AUC over tasks); reuses finished grid points. Writes grid.csv and best.json."""
+         split_file: str | None = None, verbose=0, child_weights=None,
+         select: str = "mean") -> pd.DataFrame:
+    """Grid search on the validation split: the hinge margin m and weight lambda (as the paper
+    chose m = 0.1 and lambda = 0.05) and, with ``child_weights``, the children's loss weight
+    (every child task's ``loss_weight``). Reuses finished grid points. Writes grid.csv and
+    best.json.
+
+    Args:
+        cfg: the config (at least one parent -> child edge).
+        manifest, out_dir, split_file: as :func:`run_experiment`.
+        margins, weights: the hinge margins and weights to try.
+        child_weights: loss weights for the child tasks to try (None: keep the config's).
+        select: what "best" maximises: ``mean`` (the mean validation AUC over tasks) or a
+            task name (its validation AUC, e.g. the parent's).
+
+    Returns:
+        grid.csv as a DataFrame: one row per grid point with ``val_auc_mean``, each task's
+        ``val_auc_<task>``, ``score`` (what ``select`` maximises) and the run directory.
+
+    Raises:
+        UsmtlError: no edge among the tasks, or ``select`` is neither ``mean`` nor a task.
+    """
     from usmtl.training.fit import fit_or_resume
 
-    if not TaskGraph.from_config(cfg.tasks).edges:
+    graph = TaskGraph.from_config(cfg.tasks)
+    if not graph.edges:
         raise UsmtlError("tune needs at least one parent -> child edge among the tasks. "
                          f"Received tasks: {[t.name for t in cfg.tasks]}")
+    if select != "mean" and select not in graph.names:
+        raise UsmtlError(f"select must be 'mean' or a task ({graph.names}). Received: {select!r}")
+    children = {child for _, child in graph.edges}
     split_path = _prepare_directory(cfg, manifest, out_dir, split_file)
     rows = []
-    grid = list(itertools.product(margins, weights))
-    for i, (margin, weight) in enumerate(grid, start=1):
+    grid = list(itertools.product(margins, weights, child_weights or [None]))
+    for i, (margin, weight, child_weight) in enumerate(grid, start=1):
         run_cfg = copy.deepcopy(cfg)
         run_cfg.model.hinge, run_cfg.model.hinge_margin, run_cfg.model.hinge_weight = True, margin, weight
-        run_dir = os.path.join(out_dir, "runs", f"m{margin:g}_lambda{weight:g}")
+        name = f"m{margin:g}_lambda{weight:g}"
+        if child_weight is not None:
+            for task in run_cfg.tasks:
+                if task.name in children:
+                    task.loss_weight = float(child_weight)
+            name += f"_child{child_weight:g}"
+        run_dir = os.path.join(out_dir, "runs", name)
         result, what = fit_or_resume(run_cfg.validate(), manifest, run_dir, split_path, verbose=verbose)
-        aucs = [m["auc"] for m in result.val_metrics.values()
-                if m.get("auc") is not None and not math.isnan(m["auc"])]
-        score = float(np.mean(aucs)) if aucs else math.nan
-        rows.append({"margin": margin, "weight": weight, "val_auc_mean": score,
-                     **{f"val_auc_{t}": m["auc"] for t, m in result.val_metrics.items()},
-                     "run": run_dir})
-        print(f"[{i}/{len(grid)}] m={margin:g} lambda={weight:g}: val AUC {score:.4f} ({what})",
-              flush=True)
+        aucs = {t: m.get("auc") for t, m in result.val_metrics.items()}
+        known = [a for a in aucs.values() if a is not None and not math.isnan(a)]
+        mean = float(np.mean(known)) if known else math.nan
+        score = mean if select == "mean" else aucs.get(select, math.nan)
+        rows.append({"margin": margin, "weight": weight,
+                     **({"child_weight": child_weight} if child_weight is not None else {}),
+                     "val_auc_mean": mean, **{f"val_auc_{t}": a for t, a in aucs.items()},
+                     "score": score, "run": run_dir})
+        print(f"[{i}/{len(grid)}] {name}: validation AUC ({select}) {score:.4f} ({what})", flush=True)
     frame = pd.DataFrame(rows)
     write_csv_atomic(os.path.join(out_dir, "grid.csv"), frame)
-    if frame["val_auc_mean"].notna().any():
-        best = frame.loc[frame["val_auc_mean"].idxmax()]
+    if frame["score"].notna().any():
+        best = frame.loc[frame["score"].idxmax()]
         write_json_atomic(os.path.join(out_dir, "best.json"), {
             "margin": float(best["margin"]), "weight": float(best["weight"]),
+            **({"child_weight": float(best["child_weight"])} if "child_weight" in best else {}),
+            "select": select, "score": float(best["score"]),
             "val_auc_mean": float(best["val_auc_mean"])})
     return frame

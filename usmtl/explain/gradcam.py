@@ -72,11 +72,20 @@ class ExplainError(UsmtlError):
 
 
 def task_heads(model) -> list[str]:
-    """Names of the model's task heads: its one-unit Dense layers, in model order."""
+    """Names of the model's tasks: its one-unit Dense layers, in model order (a conditional
+    child's head ``<task>_conditional`` by its task's name)."""
     import keras
 
-    return [layer.name for layer in model.layers
-            if isinstance(layer, keras.layers.Dense) and layer.units == 1]
+    from usmtl.model.hinge import ConditionalChild
+    from usmtl.model.multitask import CONDITIONAL_SUFFIX
+
+    conditional = {layer.name for layer in model.layers if isinstance(layer, ConditionalChild)}
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense) and layer.units == 1:
+            task = layer.name.removesuffix(CONDITIONAL_SUFFIX)
+            names.append(task if task in conditional else layer.name)
+    return names
 
 
 # Layers before the backbone (augmentation, input scaling): 4-D, but a CAM there is no CAM.
