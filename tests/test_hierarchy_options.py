@@ -140,3 +140,24 @@ def test_task_override_sets_the_named_task():
     cfg = load_config("paper", ["tasks.alnm.loss_weight=0.25", "tasks.alnm.cohort=all"])
     assert (cfg.tasks[1].name, cfg.tasks[1].loss_weight, cfg.tasks[1].cohort) == ("alnm", 0.25, "all")
     assert cfg.tasks[0].loss_weight == 1.0
+
+
+def test_gradient_cosine_of_identical_losses_is_one():
+    import keras
+
+    from usmtl.model.multitask import build_model
+    from usmtl.training.diagnostics import gradient_cosine
+
+    keras.utils.set_random_seed(0)
+    model = build_model(_cfg(hinge=False))
+    parent, child = model.get_layer("malignancy"), model.get_layer("alnm")
+    child.set_weights(parent.get_weights())
+    x, y, w = _batch(16)
+    same_y, same_w = {"malignancy": y["malignancy"], "alnm": y["malignancy"]}, \
+        {"malignancy": w["malignancy"], "alnm": w["malignancy"]}
+    r = gradient_cosine(model, x, same_y, same_w, "malignancy", "alnm", batch_size=8)
+    assert r["batches"] == 2 and r["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert r["norm_ratio_median"] == pytest.approx(1.0, abs=1e-5)
+    r = gradient_cosine(model, x, y, w, "malignancy", "alnm", batch_size=8)
+    assert r["batches"] == 1  # the second batch has no known child label (benign rows only)
+    assert -1.0 <= r["cosine_mean"] <= 1.0
