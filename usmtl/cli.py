@@ -727,6 +727,49 @@ def tune_command(config_path, overrides, manifest, out, margins, weights, child_
                    f"(validation AUC, {select}: {best['score']:.4f})")
 
 
+def _pairs(items, what: str, form: str = "LABEL=VALUE") -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"{what} must look like {form}. Received: {item!r}")
+        label, value = item.split("=", 1)
+        pairs.append((label.strip(), value.strip()))
+    return pairs
+
+
+@main.command("ablation")
+@click.option("--arm", "arms", multiple=True, required=True, metavar="LABEL=EXPERIMENT:VARIANT",
+              help="An arm: one variant of an experiment directory (repeatable; the first is "
+                   "the reference).")
+@click.option("--task", required=True, help="The task compared, e.g. malignancy.")
+@click.option("--reference", help="The reference arm's label (default: the first).")
+@click.option("--select", "selects", multiple=True, metavar="LABEL=ARM,ARM,...",
+              help="An arm chosen per repeat, among these arms, on the task's validation AUC.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the table (.md; a .csv beside).")
+@_friendly_errors
+def ablation_command(arms, task, reference, selects, out):
+    """Controls from several experiments (sharing one split and seeds) against a reference:
+    test AUC, paired difference, t-tests, DeLong, the child within its cohort, validation."""
+    from usmtl.ablation import Arm, ablation_markdown, ablation_table
+    from usmtl.run import write_csv_atomic, write_text_atomic
+
+    parsed = []
+    for label, value in _pairs(arms, "--arm", "LABEL=EXPERIMENT:VARIANT"):
+        if ":" not in value:
+            raise click.BadParameter(f"--arm must look like LABEL=EXPERIMENT:VARIANT. "
+                                     f"Received: {label}={value}")
+        experiment, variant = value.rsplit(":", 1)
+        parsed.append(Arm(label, experiment, variant))
+    select = {label: [n.strip() for n in names.split(",") if n.strip()]
+              for label, names in _pairs(selects, "--select", "LABEL=ARM,ARM,...")}
+    frame = ablation_table(parsed, task, reference, select)
+    text = ablation_markdown(frame, task, reference or parsed[0].label)
+    click.echo(text)
+    if out:
+        write_text_atomic(out, text)
+        write_csv_atomic(os.path.splitext(out)[0] + ".csv", frame)
+
+
 # ---------------------------------------------------------------------------------------
 # Radiomics baseline
 # ---------------------------------------------------------------------------------------
