@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUNS ?= runs
 
-.PHONY: demo test test-fast wheel-check install install-radiomics clean
+.PHONY: demo test test-fast wheel-check editable-check install install-radiomics clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 	$(MAKE) wheel-check
+	$(MAKE) editable-check
 
 # A user's install: a wheel (pip install ., not -e) in a fresh venv, used from another folder,
 # with the shipped presets only.
@@ -50,6 +51,20 @@ wheel-check:
 	  && venv/bin/python -c "import usmtl, sys; assert 'site-packages' in usmtl.__file__, usmtl.__file__" \
 	  && venv/bin/python -c "from usmtl.paper import paper_rows; assert len(paper_rows()) == 96"
 	@echo "wheel-check: passed"
+
+# The trap pyproject.toml closes: Python 3.11's own pip (23.2) with `wheel` installed, and no
+# pyproject.toml, runs `setup.py develop` for `pip install -e .` and loses the configs/ ->
+# usmtl._presets mapping. An editable install by that pip must still find the presets.
+EDITABLE_CHECK := build/editable-check
+editable-check:
+	rm -rf $(EDITABLE_CHECK) && mkdir -p $(EDITABLE_CHECK)
+	$(PYTHON) -m venv $(EDITABLE_CHECK)/venv
+	$(EDITABLE_CHECK)/venv/bin/python -m pip install --quiet wheel
+	$(EDITABLE_CHECK)/venv/bin/python -m pip install --quiet --no-deps -e .
+	cd $(EDITABLE_CHECK) && venv/bin/python -c "from importlib import resources; \
+	  import usmtl; assert (resources.files('usmtl._presets') / 'paper.yaml').is_file(), \
+	  'presets lost by the editable install'"
+	@echo "editable-check: passed"
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
