@@ -239,3 +239,29 @@ def test_tune_child_weight_selected_on_the_parent(tmp_path, phantoms):
     refused = invoke("tune", "--config", config, "--manifest", phantoms, "--out", tmp_path / "u",
                      "--select", "nodes")
     assert refused.exit_code == 2 and "select must be" in refused.output
+
+
+def test_experiment_with_radiomics_writes_table_2(tmp_path, phantoms):
+    """Table 2's shape: the CNN (Multi-Task + HL) against radiomics fitted on the same split,
+    with DeLong's p on the same test images."""
+    from tests.test_radiomics import synthetic_features
+
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tasks=PAPER_TASKS[:2], train={"epochs": 1})))
+    features = synthetic_features(phantoms, str(tmp_path / "f.csv"))
+    out = tmp_path / "exp"
+    result = invoke("experiment", "--config", config, "--manifest", phantoms, "--out", out,
+                    "--repeats", 2, "--variants", "multitask-hl", "--radiomics", features, "--paper")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "table2.csv")
+    assert list(table["model"]) == ["Radiomics", "Multi-Task + HL"] * 2
+    assert table["delong_p"].between(0, 1).all()
+    text = (out / "table2.md").read_text()
+    assert "| malignancy | Radiomics | all |" in text and "; paper 0.848" in text
+    radiomics = pd.read_csv(out / "radiomics" / "test_predictions.csv")
+    cnn = pd.read_csv(out / "runs" / "multitask-hl" / "repeat-1" / "test_predictions.csv")
+    assert set(radiomics["image"]) == set(cnn["image"])
+    refused = invoke("experiment", "--config", config, "--manifest", phantoms, "--out",
+                     tmp_path / "other", "--variants", "single-bm", "--radiomics", features)
+    assert refused.exit_code == 2 and "add it to --variants" in refused.output
+    assert not (tmp_path / "other").exists()  # refused before anything was written

@@ -140,6 +140,9 @@ def run_experiment(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: 
         raise UsmtlError(f"interval must be one of {list(stats.REPEAT_INTERVALS)}. Received: {interval!r}")
     for v in variants:
         apply_variant(cfg, v)  # unknown variants fail before any training
+    if radiomics and TABLE2_CNN not in variants:
+        raise UsmtlError(f"Table 2 compares {TABLE2_CNN} with radiomics; add it to --variants. "
+                         f"Received variants: {list(variants)}")
     split_path = _prepare_directory(cfg, manifest, out_dir, split_file)
     rows, predictions = [], {}
     plan = [(v, k) for v in variants for k in range(1, repeats + 1)]
@@ -196,16 +199,16 @@ def _write_tables(out_dir: str, results: pd.DataFrame, predictions: dict, repeat
             "table3": t3}
 
 
+TABLE2_CNN = "multitask-hl"  # the paper's Table 2 sets its Multi-Task + HL against radiomics
+
+
 def _write_table2(out_dir: str, cfg: ExperimentConfig, features: str, split_path: str,
                   summary: pd.DataFrame, predictions: dict, repeats: int, interval: str,
-                  paper: bool, cnn_variant: str = "multitask-hl") -> str:
+                  paper: bool, cnn_variant: str = TABLE2_CNN) -> str:
     """Fit (or reuse) radiomics on the experiment's split; table2.md/.csv: the CNN against
     it, with DeLong's p on the same test images."""
     from usmtl.evaluation.paper_tables import table2
 
-    if cnn_variant not in {v for v, _ in predictions}:
-        raise UsmtlError(f"Table 2 compares {cnn_variant} with radiomics; add it to --variants. "
-                         f"Received variants: {sorted({v for v, _ in predictions})}")
     graph = TaskGraph.from_config(cfg.tasks)
     rows, frame = _radiomics_rows(features, os.path.join(out_dir, "radiomics"), cfg, split_path,
                                   graph.names)
