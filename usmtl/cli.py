@@ -126,8 +126,7 @@ def check(manifest, config_path, split_file, max_distance, no_duplicates, duplic
         click.echo("Note: a packed crop file holds crops, not whole images: the near-duplicate "
                    "search needs the manifest it was packed from", err=True)
     elif not no_duplicates:
-        problems += _check_duplicates(manifest, split_file, max_distance, duplicates_out,
-                                      grouped_out)
+        _check_duplicates(manifest, split_file, max_distance, duplicates_out, grouped_out)
     for problem in problems:
         click.echo(problem)
     if problems:
@@ -137,9 +136,9 @@ def check(manifest, config_path, split_file, max_distance, no_duplicates, duplic
 
 
 def _check_duplicates(manifest, split_file, max_distance, duplicates_out, grouped_out):
-    """``usmtl check``'s near-duplicate part: warnings for pairs across patients or splits,
-    the pair list and the grouped copy on request; returns the problems (groups across
-    patients that mix labels, :mod:`usmtl.data.leakage`)."""
+    """``usmtl check``'s near-duplicate part: warnings for pairs across patients or splits and
+    for groups that mix labels (:mod:`usmtl.data.leakage`; they never change the exit
+    status), the pair list and the grouped copy on request."""
     from usmtl.data import duplicates as dup
     from usmtl.data.splits import load_split
     from usmtl.errors import ManifestError
@@ -148,7 +147,7 @@ def _check_duplicates(manifest, split_file, max_distance, duplicates_out, groupe
     try:
         parsed = dup.as_manifest(manifest)
     except ManifestError:
-        return []  # unreadable as a manifest: check_manifest reports why
+        return  # unreadable as a manifest: check_manifest reports why
     max_distance = dup.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
     splits = load_split(split_file) if split_file else None
     if splits is not None:
@@ -194,7 +193,8 @@ def _check_duplicates(manifest, split_file, max_distance, duplicates_out, groupe
                            f"(usmtl check {grouped_out} lists them)", err=True)
     from usmtl.data.leakage import mixed_label_problems
 
-    return mixed_label_problems(parsed, pairs)
+    for text in mixed_label_problems(parsed, pairs):
+        click.echo(f"warning: {text}", err=True)
 
 
 @main.command("presets")

@@ -1,14 +1,15 @@
-"""Near-duplicate images as problems: a copy across the split, and copies that disagree.
+"""Near-duplicate images as problems: a copy across the split; copies that disagree.
 
 The same picture under two patients (listed twice, or a byte-identical or re-encoded copy
 under another name) lands on both sides of a split if nothing joins them, and every score on
-that split is then optimistic; near-duplicates across patients whose labels differ (a benign
-image and its copy labelled malignant) teach the model both answers. ``usmtl fit`` refuses
-both before anything is written (:func:`duplicate_problems` in
-:func:`usmtl.data.prepare.prepare_data`), and ``usmtl check`` reports the second as a
-problem. The way out of a copy across the split is ``usmtl check MANIFEST --group-duplicates
-GROUPED.csv``, which gives near-duplicates one patient id, then a fit on GROUPED.csv.
-The search itself is :mod:`usmtl.data.duplicates` (pHash, 56 of 256 bits).
+that split is then optimistic: ``usmtl fit`` refuses it before anything is written
+(:func:`duplicate_problems` in :func:`usmtl.data.prepare.prepare_data`). The way out is
+``usmtl check MANIFEST --group-duplicates GROUPED.csv``, which gives near-duplicates one
+patient id, then a fit on GROUPED.csv. Near-duplicates whose labels differ (a benign image and
+its copy labelled malignant; BUSI has such pairs) are reported by line as warnings, by
+``usmtl check`` and ``usmtl fit`` alike (:func:`mixed_label_problems`): only the data's owner
+can say which label is right. The search itself is :mod:`usmtl.data.duplicates` (pHash, 56 of
+256 bits).
 """
 
 from __future__ import annotations
@@ -25,45 +26,39 @@ GROUP_HINT = ("give near-duplicates one patient id with 'usmtl check {name} --gr
 
 def duplicate_problems(manifest, row_split=None, pairs=None,
                        max_distance: int = dup.DEFAULT_MAX_DISTANCE) -> list[str]:
-    """Near-duplicate pairs across splits and mixed-label groups of ``manifest``, one line
-    each, naming manifest lines (empty when there are none).
+    """Near-duplicate pairs of ``manifest`` across the split, one line each naming their
+    manifest lines and patients, after a first line with the way out; empty when none.
 
     Args:
         manifest: a :class:`~usmtl.data.manifest.Manifest`.
-        row_split: each row's split name (None: only the mixed labels are judged).
+        row_split: each row's split name ('' unknown).
         pairs: near-duplicate pairs already found (:func:`usmtl.data.duplicates.manifest_pairs`).
         max_distance: the pHash distance of a pair, when ``pairs`` is None.
-
-    Returns:
-        Problem lines; the first across-split line carries the way out.
     """
     if pairs is None:
         pairs = dup.manifest_pairs(manifest, max_distance)
-    problems = mixed_label_problems(manifest, pairs)
-    if row_split is None or not pairs:
-        return problems
+    if not pairs:
+        return []
     report = dup.duplicate_report(manifest, splits=list(row_split), pairs=pairs)
     leaks = report[report["across_splits"]]
-    if len(leaks):
-        name = os.path.basename(manifest.path)
-        problems.insert(0, f"{len(leaks)} near-duplicate image pair(s) lie across the split "
-                           f"(the same picture in training and in evaluation): "
-                           + GROUP_HINT.format(name=name))
-        problems[1:1] = dup.format_pairs(leaks, limit=10, kinds=(dup.ACROSS_SPLITS,))
-    return problems
+    if not len(leaks):
+        return []
+    name = os.path.basename(manifest.path)
+    return [f"{len(leaks)} near-duplicate image pair(s) lie across the split (the same picture "
+            f"in training and in evaluation): " + GROUP_HINT.format(name=name)] + \
+        dup.format_pairs(leaks, limit=10, kinds=(dup.ACROSS_SPLITS,))
 
 
 def mixed_label_problems(manifest, pairs) -> list[str]:
-    """Groups of near-duplicates spanning several patients whose known labels differ, by
-    line (a group within one patient may be several lesions of one image)."""
+    """Groups of near-duplicates whose known labels differ, one line per group and label
+    column, by manifest line. Rows of one file under one patient (one row per lesion) are no
+    pair (:func:`usmtl.data.duplicates.manifest_pairs`), so their labels may differ."""
     from usmtl.data.manifest import BINARY_LABEL_COLUMNS, COUNT_LABEL_COLUMNS, parse_binary, \
         parse_count
 
     patients = manifest.patient_ids()
     problems = []
     for group in dup.duplicate_groups(pairs, len(manifest)):
-        if len(set(patients[group])) < 2:
-            continue
         for column, parse in [(c, parse_binary) for c in BINARY_LABEL_COLUMNS] + \
                              [(c, parse_count) for c in COUNT_LABEL_COLUMNS]:
             if not manifest.has_column(column):
@@ -77,9 +72,10 @@ def mixed_label_problems(manifest, pairs) -> list[str]:
                 if not math.isnan(value):
                     values.setdefault(value, []).append(manifest.line(i))
             if len(values) > 1:
-                where = "; ".join(f"{_text(v)} at line(s) {', '.join(map(str, lines))}"
+                where = "; ".join(f"{_text(v)} at line{'s' if len(lines) > 1 else ''} "
+                                  f"{', '.join(map(str, lines))}"
                                   for v, lines in sorted(values.items()))
-                problems.append(f"near-duplicate images of patients "
+                problems.append(f"near-duplicate images of patient(s) "
                                 f"{', '.join(sorted(set(patients[group])))} mix labels of "
                                 f"{column!r}: {where}; fix the labels or remove the copy. "
                                 f"Received: {len(group)} images")
