@@ -120,7 +120,7 @@ def read_voc_box(path: str) -> Box:
                 raise ValueError
         except (TypeError, ValueError):
             raise ManifestError(
-                f"{path}: a <bndbox> needs finite numbers xmin, ymin, xmax, ymax. Received: "
+                f"{path}: a <bndbox> needs finite numeric xmin, ymin, xmax, ymax. Received: "
                 + ", ".join(f"{k}={t!r}" for k, t in zip(("xmin", "ymin", "xmax", "ymax"), texts))
             ) from None
         b = Box(int(round(values[0])) - 1, int(round(values[1])) - 1,

@@ -12,7 +12,7 @@ Example:
     >>> meta_problems({"image_size": 32, "roi_margin": 0.1, "square_roi": True,
     ...                "inpaint_marks": False, "codec": "png", "quality": None, "count": 10**9,
     ...                "channels": "1111"}, crop_entries=4)
-    ['count must be the number of crops in the zip (4). Received: 1000000000']
+    ["count must be the number of crop entries in the zip (4): the pack's parts disagree on the number of crops. Received: 1000000000"]
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def meta_problems(meta: dict, crop_entries: int) -> list[str]:
         bad("quality", "null (lossless) or a whole number in 1..100")
     count = meta.get("count")
     if not (_integer(count) and count == crop_entries):
-        bad("count", f"the number of crops in the zip ({crop_entries})")
+        bad("count", f"the number of crop entries in the zip ({crop_entries}): the pack's parts "
+                     f"disagree on the number of crops")
     channels = meta.get("channels")
     if not isinstance(channels, str):
         bad("channels", f"a text of one '1' or '3' per crop ({crop_entries})")
