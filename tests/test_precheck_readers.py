@@ -35,7 +35,7 @@ def test_reader_refuses_an_undecodable_image_naming_its_file_line(tiny_run, brok
                                                                  command):
     manifest, line = broken
     out = tmp_path / "out"
-    args = {"predict": ("predict", tiny_run, manifest, "--split", "test", "--out", out / "p.csv"),
+    args = {"predict": ("predict", tiny_run, manifest, "--split", "test", "--out", out),
             "explain": ("explain", tiny_run, manifest, "--task", "malignancy", "--split", "test",
                         "--out", out)}[command]
     result = invoke(*args)

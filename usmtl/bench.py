@@ -490,21 +490,25 @@ def _time_jax_on_device(model, x, y, w, warmup, steps):
 
 def bench_predict(model_path: str | None = None, savedmodel: str | None = None,
                   tflite: str | None = None, batch_size: int = 32, batches: int = 10,
-                  runs: int = 50, image_size: int | None = None, models=()) -> dict:
+                  runs: int = 50, image_size: int | None = None, models=(),
+                  trust_model: bool = False) -> dict:
     """Batched images/s and single-image latency (median ms) of each model given, on random
     uint8 images at the model's size: ``model_path`` (a run directory or ``.keras`` file),
     ``savedmodel``, ``tflite`` and ``models``, each any path :func:`usmtl.formats.open_model`
     opens (usmtl's side files optional). Each is timed as its format's
     :meth:`~usmtl.formats.Format.bench_plan` says (a ``.tflite``: batches through an
     interpreter resized to ``batch_size`` when the model allows it, single images through a
-    batch-1 one)."""
+    batch-1 one). ``trust_model``: time a SavedModel whose graph reads or writes files
+    (refused otherwise, :mod:`usmtl.formats.opcheck`)."""
     from usmtl.export.runtime import median_latency
     from usmtl.formats import open_model
 
     paths = [p for p in (model_path, savedmodel, tflite, *models) if p]
     if not paths:
         raise UsmtlError("bench predict needs a MODEL, --savedmodel or --tflite")
-    opened = [open_model(p, require_side_files=False) for p in paths]
+    opened = [open_model(p, require_side_files=False, trust=trust_model) for p in paths]
+    for o in opened:
+        o.format.vet(o.found, trust_model)  # bench_plan loads it: vet first
     plans = [o.format.bench_plan(o.found, batch_size) for o in opened]
     known = [p.batched.image_size for p in plans if p.batched.image_size]
     size = image_size or (known[0] if known else None)

@@ -14,25 +14,12 @@ import sys
 
 import click
 
+from usmtl.cli_errors import friendly_errors as _friendly_errors
+from usmtl.cli_errors import trust_option as _trust_option
+
 # Preset names (usmtl.presets): shipped inside the package, so they work from a wheel too.
 DEFAULT_CONFIG = "quickstart"
 PAPER_CONFIG = "paper"
-
-
-def _friendly_errors(func):
-    """Print UsmtlError as 'Error: ...' and exit 2, instead of a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from usmtl.errors import UsmtlError
-
-        try:
-            return func(*args, **kwargs)
-        except UsmtlError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper
 
 
 # USMTL_LOG_LEVEL (or usmtl --verbose) brings back TensorFlow's C++ logging.
@@ -149,8 +136,9 @@ def check(manifest, config_path, split_file, max_distance, no_duplicates, duplic
 
 
 def _check_duplicates(manifest, split_file, max_distance, duplicates_out, grouped_out):
-    """``usmtl check``'s near-duplicate part: warnings for pairs across patients or splits
-    (they never change the exit status), the pair list and the grouped copy on request."""
+    """``usmtl check``'s near-duplicate part: warnings for pairs across patients or splits and
+    for groups that mix labels (:mod:`usmtl.data.leakage`; they never change the exit
+    status), the pair list and the grouped copy on request."""
     from usmtl.data import duplicates as dup
     from usmtl.data.splits import load_split
     from usmtl.errors import ManifestError
@@ -203,6 +191,10 @@ def _check_duplicates(manifest, split_file, max_distance, duplicates_out, groupe
                 click.echo(f"warning: {int((spans > 1).sum())} merged patient(s) span several "
                            f"values of the 'split' column of {grouped_out}: give each one split "
                            f"(usmtl check {grouped_out} lists them)", err=True)
+    from usmtl.data.leakage import mixed_label_problems
+
+    for text in mixed_label_problems(parsed, pairs):
+        click.echo(f"warning: {text}", err=True)
 
 
 @main.command("presets")
@@ -433,22 +425,27 @@ def fit_command(config_path, overrides, variant, manifest, out, split_file, resu
 @click.option("--split", type=click.Choice(["train", "val", "test"]),
               help="Only rows of this split (uses the run's split.csv).")
 @click.option("--out", type=click.Path(dir_okay=False), help="CSV to write (default: print).")
-@click.option("--batch-size", default=32, show_default=True)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--uncalibrated", is_flag=True,
               help="The heads' raw scores, even where 'usmtl calibrate' stored a calibration.")
+@_trust_option
 @_friendly_errors
 @_backend_option
-def predict_command(model, input, box, split, out, batch_size, uncalibrated):
+def predict_command(model, input, box, split, out, batch_size, uncalibrated, trust_model):
     """Per-task probabilities for an image (with --box) or a manifest, from a run directory,
     a saved .keras model, or an export of 'usmtl export' (a SavedModel folder or a .tflite
     file); flags rows where a child exceeds its parent. A calibrated model's p_<task> is
     calibrated (raw_<task>: the head's own score), and the output says so."""
+    from usmtl.outputs import require_output_file
+
+    if out:
+        require_output_file(out, inputs=[model, input])  # before the work
     _quiet_tensorflow()
     from usmtl.evaluation.recalibrate import describe
     from usmtl.predict import predict
 
     frame = predict(model, input, box=box, split=split, batch_size=batch_size,
-                    calibrated=not uncalibrated)
+                    calibrated=not uncalibrated, trust_model=trust_model)
     calibrated = any(c.startswith("raw_") for c in frame.columns)
     if calibrated:
         from usmtl.formats import open_model
@@ -456,7 +453,9 @@ def predict_command(model, input, box, split, out, batch_size, uncalibrated):
         click.echo(f"Scores: {describe(open_model(model).calibration)}; raw_<task> columns "
                    f"hold the heads' own scores", err=True)
     if out:
-        frame.to_csv(out, index=False)
+        from usmtl.atomic import write_csv_atomic
+
+        write_csv_atomic(out, frame)
         click.echo(f"Wrote {len(frame)} rows to {out}; hierarchy violations: "
                    f"{int(frame['hierarchy_violation'].sum())}")
     else:
@@ -505,6 +504,7 @@ def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, ed
     _quiet_tensorflow()
     from usmtl.evaluation.evaluate import (compact_table, evaluate_file, evaluate_run,
                                            parse_cohorts, parse_edges)
+    from usmtl.outputs import require_output_dir
 
     by = list(by) or None
     if os.path.isdir(source):
@@ -512,6 +512,7 @@ def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, ed
                               skip_unlabelled=skip_unlabelled, by=by)
     else:
         out = out or os.path.splitext(source)[0] + "-eval"
+        require_output_dir(out)
         report = evaluate_file(source, out, parse_edges(edges), threshold, val_predictions,
                                patient_how, n_boot, cohorts=parse_cohorts(cohorts),
                                skip_unlabelled=skip_unlabelled, by=by, manifest=manifest)
@@ -1187,8 +1188,10 @@ def bench_train_command(backend, config_path, overrides, image_size, batch_size,
 @click.option("--image-size", type=int, help="Needed only for a SavedModel of any input size "
               "without usmtl's side files or a Keras MODEL.")
 @_bench_out_option
+@_trust_option
 @_friendly_errors
-def bench_predict_command(models, savedmodel, tflite, batch_size, batches, runs, image_size, out):
+def bench_predict_command(models, savedmodel, tflite, batch_size, batches, runs, image_size, out,
+                          trust_model):
     """Batched images/s and single-image latency of each MODEL: a run's Keras model (run
     directory or .keras file) or any model usmtl opens (a SavedModel, a .tflite file, an export
     of any registered format; usmtl's side files optional), each timed as its format says."""
@@ -1196,7 +1199,8 @@ def bench_predict_command(models, savedmodel, tflite, batch_size, batches, runs,
     from usmtl.bench import bench_predict
 
     _bench_report(bench_predict(models[0] if models else None, savedmodel, tflite, batch_size,
-                                batches, runs, image_size, models=models[1:]), out)
+                                batches, runs, image_size, models=models[1:],
+                                trust_model=trust_model), out)
 
 
 if __name__ == "__main__":

@@ -289,15 +289,18 @@ def _coerce(value: Any, tp, key: str):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
             try:
                 number = float(value)
             except ValueError:
-                number = None
-            if number is not None and math.isfinite(number):
-                return number
+                pass
+        if number is not None:
+            if not math.isfinite(number):  # .inf, .nan, 1e400 would only fail in training
+                raise ConfigError(f"{key} must be a finite number. Received: {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -415,11 +418,14 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
         from usmtl.presets import resolve_config
 
         path = resolve_config(path)
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             try:
                 data = yaml.safe_load(f) or {}
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8. Received: "
+                                  f"{exc.object[max(0, exc.start - 10):exc.end + 10]!r}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping. Received: {type(data).__name__}")
     try:

@@ -57,7 +57,8 @@ def predict_arrays(model, cfg: ExperimentConfig, paths, boxes, batch_size: int =
 
 
 def predict(model_path: str, input_path: str, box: str | None = None, split: str | None = None,
-            batch_size: int = 32, calibrated: bool = True) -> pd.DataFrame:
+            batch_size: int = 32, calibrated: bool = True,
+            trust_model: bool = False) -> pd.DataFrame:
     """Probabilities of every head for one image with ``box`` or for a manifest.
 
     Args:
@@ -71,6 +72,8 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
         batch_size: images per forward pass.
         calibrated: apply the model's recalibration (``usmtl calibrate``) when it has one:
             ``p_<task>`` is then calibrated and ``raw_<task>`` holds the head's own score.
+        trust_model: load a SavedModel whose graph reads or writes files or runs Python
+            (refused otherwise: :mod:`usmtl.formats.opcheck`).
 
     Returns:
         The prediction frame (:mod:`usmtl.evaluation.predictions`): ``image, patient_id,
@@ -97,7 +100,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     from usmtl.data.prepare import require_usable
     from usmtl.tasks import TaskGraph, label_table
 
-    opened = open_model(model_path)
+    opened = open_model(model_path, trust=trust_model)
     model, cfg, run_dir = opened.model, opened.cfg, opened.run_dir
     graph = TaskGraph.from_config(cfg.tasks)
     from usmtl.data.pack import is_pack

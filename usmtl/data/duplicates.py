@@ -139,10 +139,23 @@ def _hash_files(paths: Sequence[str], hash_size: int, progress: bool):
     unreadable = []
     for i in _progress(range(len(paths)), "hashing images", progress):
         try:
-            hashes[i] = hash_image(read_image(paths[i]), hash_size)
+            stat = os.stat(paths[i])
+            key = (os.path.abspath(paths[i]), stat.st_size, stat.st_mtime_ns, hash_size)
+        except (OSError, ValueError):
+            key = None
+        try:
+            found = _HASHED.get(key) if key is not None else None
+            if found is None:  # each fit's pre-check searches again: hash a file once
+                found = hash_image(read_image(paths[i]), hash_size)
+                if key is not None and len(_HASHED) < 200_000:
+                    _HASHED[key] = found
+            hashes[i] = found
         except ImageReadError as exc:
             unreadable.append((i, exc))
     return hashes, unreadable
+
+
+_HASHED: dict = {}  # (path, size, mtime, hash size) -> hash, for this process
 
 
 def _progress(items, desc: str, enabled: bool):

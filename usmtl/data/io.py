@@ -103,6 +103,12 @@ def _read_image(path: str) -> np.ndarray:
         raise ImageReadError(f"{path}: cannot decode image (the file is empty: 0 bytes)")
     if path.lower().endswith(DICOM_SUFFIXES):
         return _read_dicom(path)
+    from usmtl.data.integrity import truncation
+
+    problem = truncation(path)  # OpenCV decodes a cut JPEG, greying the rows it lacks
+    if problem:
+        raise ImageReadError(f"{path}: cannot decode image ({problem}; copy it again). "
+                             f"Received: {os.path.getsize(path)} bytes")
     import cv2
 
     array = cv2.imread(path, cv2.IMREAD_UNCHANGED)

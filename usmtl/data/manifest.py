@@ -113,11 +113,15 @@ def read_voc_box(path: str) -> Box:
         bnd = obj.find("bndbox")
         if bnd is None:
             continue
+        texts = [bnd.findtext(k) for k in ("xmin", "ymin", "xmax", "ymax")]
         try:
-            values = [float(bnd.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+            values = [float(t) for t in texts]
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError
         except (TypeError, ValueError):
             raise ManifestError(
-                f"{path}: a <bndbox> needs numeric xmin, ymin, xmax, ymax"
+                f"{path}: a <bndbox> needs finite numeric xmin, ymin, xmax, ymax. Received: "
+                + ", ".join(f"{k}={t!r}" for k, t in zip(("xmin", "ymin", "xmax", "ymax"), texts))
             ) from None
         b = Box(int(round(values[0])) - 1, int(round(values[1])) - 1,
                 int(round(values[2])), int(round(values[3])))
@@ -178,7 +182,7 @@ def parse_count(value: str) -> float:
     if text in ("", "nan", "na", "none"):
         return math.nan
     number = float(text)
-    if number < 0 or number != int(number):
+    if not math.isfinite(number) or number < 0 or number != int(number):
         raise ValueError(text)
     return number
 
@@ -333,6 +337,8 @@ def _parse_manifest(path: str) -> tuple[Manifest, list[str]]:
         )
     if len(frame) == 0:
         raise ManifestError(f"{path}: the manifest has no rows")
+    # 'P0001 ' and 'P0001' are one patient: a stray space must not split a patient in two.
+    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
 
     manifest = Manifest(frame, path, [])
     boxes: list[Box] = []
@@ -341,6 +347,8 @@ def _parse_manifest(path: str) -> tuple[Manifest, list[str]]:
         row = frame.iloc[i]
         if not _cell(row["image"]):
             problems.append(f"{where}: empty 'image'")
+        elif "\0" in str(row["image"]):  # no file name holds one; os.stat raises on it
+            problems.append(f"{where}: 'image' holds a NUL byte. Received: {row['image']!r}")
         if not _cell(row["patient_id"]):
             problems.append(f"{where}: empty 'patient_id'")
         for column in BINARY_LABEL_COLUMNS:
@@ -364,7 +372,7 @@ def _parse_manifest(path: str) -> tuple[Manifest, list[str]]:
         if has_box_columns and any(_cell(row[c]) for c in BOX_COLUMNS):
             try:
                 values = [float(_cell(row[c])) for c in BOX_COLUMNS]
-                if any(v != int(v) for v in values):
+                if not all(math.isfinite(v) and v == int(v) for v in values):
                     raise ValueError
                 box = Box(*(int(v) for v in values))
             except ValueError:
@@ -441,7 +449,7 @@ def decoded_shape(path: str) -> tuple[int, int]:
     try:
         stat = os.stat(path)
         key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
         key = None
     if key is not None and key in _DECODED:
         return _DECODED[key]

@@ -514,6 +514,12 @@ class Pack:
             raise self._fail(f"{META} lacks {', '.join(missing)}", f"keys {sorted(meta)}")
         if MANIFEST not in names:
             raise self._fail(f"the pack holds no {MANIFEST}", f"{len(names)} entries: {names[:5]}")
+        from usmtl.data.pack_meta import meta_problems
+
+        problems = meta_problems(meta, sum(n.startswith(CROPS) for n in names))
+        if problems:  # before anything is sized from these values
+            raise ManifestError(f"{path}: {META} is damaged or hand-edited (rebuild the pack "
+                                f"with 'usmtl pack')", problems)
         self.meta = meta
         self.image_size = int(meta["image_size"])
         try:

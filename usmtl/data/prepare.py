@@ -173,6 +173,16 @@ def prepare_data(cfg, manifest_path: str, split_file: str | None = None,
             split = make_split(manifest.patient_ids(), strata, cfg.data.test_fraction,
                                cfg.data.val_fraction, cfg.data.split_seed)
     row_split = rows_in_split(manifest, split)
+    if manifest.pack is None:  # a pack holds crops: its source manifest was searched
+        from usmtl.data import duplicates, leakage
+
+        pairs = duplicates.manifest_pairs(manifest)
+        leaks = leakage.duplicate_problems(manifest, row_split, pairs)
+        if leaks:
+            raise ManifestError(f"{manifest_path}: near-duplicate images; nothing was written",
+                                leaks)
+        for text in leakage.mixed_label_problems(manifest, pairs) if warn else ():
+            warn(text)
     train = row_split == "train"
     if not train.any():
         raise UsmtlError(f"{manifest_path}: the split leaves no training images. "

@@ -27,7 +27,7 @@ import pandas as pd
 from usmtl.errors import UsmtlError
 from usmtl.evaluation import stats
 from usmtl.evaluation.evaluate import refuse_unlabelled
-from usmtl.evaluation.predictions import prediction_tasks, read_predictions
+from usmtl.evaluation.predictions import prediction_tasks, read_predictions, require_threshold
 
 
 def load_predictions(source: str, split: str = "test") -> pd.DataFrame:
@@ -40,19 +40,20 @@ def load_predictions(source: str, split: str = "test") -> pd.DataFrame:
 
 
 def align(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B")) -> pd.DataFrame:
-    """Join two prediction frames on image; an error when they cover different images."""
-    for frame, name in ((a, names[0]), (b, names[1])):
-        dupes = frame["image"][frame["image"].duplicated()]
-        if len(dupes):
-            raise UsmtlError(f"{name} lists an image twice. Received: {list(dupes[:5])}")
-    only_a = sorted(set(a["image"]) - set(b["image"]))
-    only_b = sorted(set(b["image"]) - set(a["image"]))
+    """Join two prediction frames on image; an error when they cover different images.
+
+    An image listed several times (one row per lesion, as the BUSI importer writes) is
+    matched by its order among its own rows: the n-th row of an image in A with the n-th in
+    B, as two predictions of one manifest list them."""
+    a, b = (f.assign(_nth=f.groupby("image").cumcount()) for f in (a, b))
+    keys_a, keys_b = (set(zip(f["image"], f["_nth"])) for f in (a, b))
+    only_a, only_b = sorted(keys_a - keys_b), sorted(keys_b - keys_a)
     if only_a or only_b:
         raise UsmtlError(
-            f"{names[0]} and {names[1]} do not cover the same images: {len(only_a)} only in "
-            f"{names[0]}, {len(only_b)} only in {names[1]}. Received: e.g. "
-            f"{(only_a + only_b)[:3]}")
-    return a.merge(b, on="image", suffixes=("_a", "_b"))
+            f"{names[0]} and {names[1]} do not cover the same images (rows): {len(only_a)} only "
+            f"in {names[0]}, {len(only_b)} only in {names[1]}. Received: e.g. "
+            f"{[f'{image} (its row {n + 1})' for image, n in (only_a + only_b)[:3]]}")
+    return a.merge(b, on=["image", "_nth"], suffixes=("_a", "_b")).drop(columns="_nth")
 
 
 def run_cohorts(source: str) -> dict[str, str]:
@@ -104,6 +105,7 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.5,
         UsmtlError: a shared task has no known label in either frame, naming it (unless
             ``skip_unlabelled``: it is left out), or no shared task has labels.
     """
+    require_threshold(threshold)
     cohorts = cohorts or {}
     joined = align(a, b, names)
     tasks = [t for t in prediction_tasks(a) if t in prediction_tasks(b)]

@@ -38,7 +38,7 @@ import pandas as pd
 
 from usmtl.errors import UsmtlError
 from usmtl.evaluation.metrics import METRICS, binary_metrics
-from usmtl.evaluation.predictions import prediction_tasks, read_predictions
+from usmtl.evaluation.predictions import prediction_tasks, read_predictions, require_threshold
 from usmtl.evaluation import stats
 from usmtl.evaluation.figures import save_figure
 
@@ -187,6 +187,7 @@ def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
             ``skipped_tasks``); or no task has labels at all. ``source`` names the frame in
             the message. A ``by`` column missing from ``frame``, naming it.
     """
+    require_threshold(threshold)
     from usmtl.evaluation.calibration import calibration_metrics
     from usmtl.evaluation.subgroups import subgroup_metrics, table_heterogeneity
     from usmtl.evaluation.utility import operating_points

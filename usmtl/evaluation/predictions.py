@@ -54,19 +54,65 @@ def predictions_frame(images, patient_ids, splits, probabilities: dict[str, np.n
     return frame
 
 
+def require_threshold(threshold: float, option: str = "--threshold") -> float:
+    """``threshold`` when it is a number strictly between 0 and 1 (a probability cut-off);
+    else a :class:`UsmtlError` (NaN, 2 or 0 would make every case one class)."""
+    if not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+        raise UsmtlError(f"{option} must be a probability strictly between 0 and 1. "
+                         f"Received: {threshold!r}")
+    return float(threshold)
+
+
 def prediction_tasks(frame: pd.DataFrame) -> list[str]:
     """Task names present in a prediction frame, in column order."""
     return [c[2:] for c in frame.columns if c.startswith("p_")]
 
 
 def read_predictions(path: str) -> pd.DataFrame:
+    """A prediction file, its values checked (:func:`value_problems`).
+
+    Raises:
+        UsmtlError: an unreadable file, missing columns, or every bad value by column and
+            line (a probability that is not a number in [0, 1], a label that is not 0, 1
+            or empty).
+    """
     try:
         frame = pd.read_csv(path, keep_default_na=True)
-    except (OSError, pd.errors.ParserError) as exc:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError,
+            UnicodeDecodeError) as exc:
         raise UsmtlError(f"{path}: cannot read the prediction file ({exc})") from None
     missing = [c for c in ("image", "patient_id") if c not in frame.columns]
     if missing or not prediction_tasks(frame):
         raise UsmtlError(f"{path}: a prediction file needs image, patient_id and p_<task> columns. "
                          f"Received columns: {list(frame.columns)}")
+    problems = value_problems(frame)
+    if problems:
+        shown = "\n".join(f"  - {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise UsmtlError(f"{path}: {len(problems)} bad value(s):\n{shown}{more}")
     frame["patient_id"] = frame["patient_id"].astype(str)
     return frame
+
+
+def value_problems(frame: pd.DataFrame) -> list[str]:
+    """``column 'p_alnm' line 7: ... Received: 'high'`` for each probability (``p_``,
+    ``raw_``) that is not a number in [0, 1] and each label (``y_``) that is not 0, 1 or
+    empty; line 2 is the first row."""
+    problems = []
+    for column in frame.columns:
+        prefix = str(column).split("_", 1)[0] + "_"
+        if prefix not in ("p_", "raw_", "y_") or str(column) == prefix:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
+        if prefix == "y_":
+            bad = ~(np.isnan(values) | (values == 0) | (values == 1)) | \
+                (np.isnan(values) & frame[column].notna().to_numpy())
+            want = "a label must be 0, 1 or empty"
+        else:
+            bad = ~((values >= 0) & (values <= 1))  # NaN, inf and text included
+            want = "a probability must be a number in [0, 1]"
+        for i in np.flatnonzero(bad):
+            value = frame[column].iloc[i]
+            shown = repr(value) if isinstance(value, str) else str(float(value))
+            problems.append(f"column {column!r} line {i + 2}: {want}. Received: {shown}")
+    return problems

@@ -55,6 +55,26 @@ def _figures(entry: dict) -> dict[str, dict]:
     return figures
 
 
+def _refuse_unlabelled_early(graph, external: str, skip_unlabelled: bool) -> None:
+    """The external tasks without a known label (in their cohort), refused as
+    :func:`~usmtl.evaluation.evaluate.refuse_unlabelled` would after the predictions."""
+    import numpy as np
+
+    from usmtl.data.manifest import read_manifest
+    from usmtl.evaluation.evaluate import refuse_unlabelled
+    from usmtl.tasks import TaskGraph, label_table
+
+    manifest = read_manifest(external)
+    present = graph.present(manifest.frame.columns).tasks
+    labels = label_table(manifest, TaskGraph(present)) if present else {}
+    missing = {name: ("no label column" if name not in labels else
+                      "no known label in its cohort") for name in graph.names
+               if name not in labels or np.isnan(labels[name]).all()}
+    refuse_unlabelled(missing, graph.names, skip_unlabelled, ("compared", "compare"),
+                      f"{external} has no known label for any task of the run",
+                      f"have no labels in {external}", f" Received: {external}")
+
+
 def side_by_side(internal: dict, external: dict) -> pd.DataFrame:
     """Long table: task, figure, internal (value, CI), external (value, CI), change."""
     rows = []
@@ -166,6 +186,7 @@ def validate(run_dir: str, external: str, out_dir: str, threshold: float = 0.5,
     run = Run.open(run_dir)
     graph = TaskGraph.from_config(run.config().tasks)
     cohorts = {name: graph.cohort_text(name) for name in graph.names}
+    _refuse_unlabelled_early(graph, external, skip_unlabelled)  # before minutes of predicting
     val = run_predictions(run_dir, None, "val")
     frames = {"internal test": run_predictions(run_dir, None, "test"),
               "external": predict(run_dir, external)}

@@ -115,6 +115,11 @@ class Format:
         model is loaded and nothing is validated."""
         raise NotImplementedError
 
+    def vet(self, found: Found, trust: bool = False) -> None:
+        """Refuse to load ``found`` when it would do more than a model needs (raise a
+        :class:`UsmtlError`), unless ``trust``; run before :meth:`load`. The default
+        checks nothing."""
+
     def describe(self, found: Found, require_side_files: bool = True) -> tuple:
         """``(config or None, source run directory or None)``, without loading the model.
         The default reads an export's side files (``usmtl_export.json``, ``config.yaml``)."""
@@ -299,9 +304,11 @@ class OpenedModel:
     cfg: object
     run_dir: str | None
     options: dict = dataclasses.field(default_factory=dict)
+    trust: bool = False  # --trust-model: load it even if Format.vet finds what a model needs not
 
     @functools.cached_property
     def model(self):
+        self.format.vet(self.found, self.trust)
         return self.format.load(self.found, **self.options)
 
     @functools.cached_property
@@ -334,13 +341,15 @@ class OpenedModel:
 
 
 def open_model(path, require_side_files: bool = True, threads: int | None = None,
-               batch: int | None = None) -> OpenedModel:
+               batch: int | None = None, trust: bool = False) -> OpenedModel:
     """Open any model usmtl reads: a run directory, a ``.keras`` file, an export, or a path of
     any other registered format.
 
     ``require_side_files``: an export must carry usmtl's side files (task names, RoI
     settings); False opens a foreign SavedModel or ``.tflite`` too (``cfg`` None), as
     ``usmtl bench predict`` does. ``threads`` and ``batch`` go to the format's loader.
+    ``trust``: load the model even where its format's check before loading
+    (:meth:`Format.vet`, e.g. a SavedModel's file ops) refuses it.
     """
     path = os.fspath(path)
     found = recognise(path)
@@ -349,4 +358,4 @@ def open_model(path, require_side_files: bool = True, threads: int | None = None
         raise UsmtlError(f"{path} {what}. Accepted: {accepted()}. Received: {path}")
     cfg, run_dir = found.format.describe(found, require_side_files)
     options = {k: v for k, v in (("threads", threads), ("batch", batch)) if v is not None}
-    return OpenedModel(path, found.format, found, cfg, run_dir, options)
+    return OpenedModel(path, found.format, found, cfg, run_dir, options, trust)

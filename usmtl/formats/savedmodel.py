@@ -80,6 +80,11 @@ class SavedModelFormat(Format):
         version_dir = os.path.join(path, str(versions[-1]))
         return Found(self, path, version_dir, os.path.join(version_dir, artifacts.SIDECAR_DIR))
 
+    def vet(self, found: Found, trust: bool = False) -> None:
+        from usmtl.formats.opcheck import require_safe_savedmodel
+
+        require_safe_savedmodel(found.artifact, trust)  # its graph's ops, before it runs
+
     def load(self, found: Found, threads: int | None = None, batch: int | None = None):
         return SavedModelExport(found.artifact, found.sidecar)
 

@@ -293,6 +293,10 @@ def extract_features(manifest_path: str, out: str | None = None,
     if settings.mask == "mask" and not manifest.has_column("mask"):
         raise UsmtlError(f"{manifest_path}: mask='mask' needs a 'mask' column. "
                          f"Received columns: {list(manifest.frame.columns)}")
+    if out is not None:  # before any extraction; its folder (and the cache's) is made later
+        from usmtl.outputs import require_output_dir
+
+        require_output_dir(os.path.dirname(os.path.abspath(out)), f"--out {out}: its folder")
     if cache_dir is None and out is not None:
         cache_dir = os.path.splitext(out)[0] + ".cache"
     progress = sys.stderr.isatty() if progress is None else progress

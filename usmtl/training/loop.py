@@ -707,7 +707,13 @@ def crash_safe_backup(backup_dir: str, note=_note):
             epoch, path = found
             if self.model.optimizer is not None and not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(path)
+            try:
+                self.model.load_weights(path)
+            except Exception as exc:  # another model's file: refuse it, name it, never hang
+                raise UsmtlError(f"{path}: the backup of epoch {epoch} does not fit this run's "
+                                 f"model (replaced by another model's file?); remove "
+                                 f"{backup_dir} to train again from the start. Received: "
+                                 f"{type(exc).__name__}: {str(exc)[:200]}") from exc
             self.model._initial_epoch = epoch
 
         def on_epoch_end(self, epoch, logs=None):
