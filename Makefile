@@ -1,12 +1,15 @@
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv, install usmtl, write phantoms, train the quickstart
 #   make test   install the test extras and run the test suite
+# and two for a lent GPU machine (README, "Speed and scale"):
+#   make gpu-bundle   here: the wheels and the BUS-BRA pack the GPU machine lacks
+#   make gpu-check    there: install them, benchmark, train the paper's config
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 RUNS ?= runs
 
-.PHONY: demo test test-fast wheel-check install install-radiomics clean
+.PHONY: demo test test-fast wheel-check install install-radiomics clean gpu-bundle gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +52,19 @@ wheel-check:
 	  && venv/bin/usmtl fit --config quickstart --manifest d/manifest.csv --out r --set train.epochs=2 \
 	  && venv/bin/python -c "import usmtl, sys; assert 'site-packages' in usmtl.__file__, usmtl.__file__"
 	@echo "wheel-check: passed"
+
+# Run where ../shared is, with the project's environment (make gpu-bundle VENV=path/to/.venv);
+# it installs nothing and uses this checkout's usmtl.
+gpu-bundle:
+	PYTHONPATH=$(CURDIR) $(BIN)/python tools/gpu_bundle.py --out gpu-bundle
+
+# Run on the GPU machine (its python3 has JAX, no Keras): one call, results in $(OUT).
+GPU_PYTHON ?= python3
+OUT ?= build/gpu-check
+GPU_BUDGET ?= 440
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) tools/gpu_check.py --bundle gpu-bundle --out $(OUT) \
+	  --budget $(GPU_BUDGET)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
