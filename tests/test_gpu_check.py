@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO
 from tools.gpu_bundle import MACHINE, WHEELS, make_pack, wheel_name_version
-from tools.gpu_check import ANCHORS, plan_epochs, run_cost
+from tools.gpu_check import ANCHORS, Check, parse_args, plan_epochs, run_cost, summary
 
 # Put first on PYTHONPATH, it makes every process of the check a GPU machine's: a module
 # whose distributions are neither the machine's nor the bundle's cannot be imported.
@@ -64,6 +64,23 @@ def test_plan_epochs_fits_the_time_left():
     assert plan_epochs(300, 40, 0.5, 200) == 200  # capped at the paper's epochs
     assert plan_epochs(50, 60, 1.0, 200) == 0  # not even the fixed cost fits
     assert run_cost(40, 2.0, 111) <= 300 - 10 < run_cost(40, 2.0, 112)
+
+
+def test_a_failed_stage_is_reported_and_the_check_goes_on(tmp_path):
+    check = Check(parse_args(["--out", str(tmp_path), "--budget", "60"]))
+
+    def bench():
+        raise RuntimeError("usmtl bench train exited with 1")
+
+    result = check.stage("bench", bench)
+    check.stage("versions", lambda: {"versions": {"jax": "0.0"}, "nvidia_smi": "none"})
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["failed"] == ["bench"] and check.failed
+    assert result["error"] == "RuntimeError: usmtl bench train exited with 1"
+    assert saved["stages"]["versions"]["versions"] == {"jax": "0.0"}
+    text = summary(saved)
+    assert "bench train: RuntimeError: usmtl bench train exited with 1" in text
+    assert "fit probe: not run" in text and "failed stages: bench" in text
 
 
 def test_wheel_names():

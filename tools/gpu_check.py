@@ -187,16 +187,19 @@ class Check:
         try:
             result = function()
         except Exception as exc:  # a failed stage is reported; the next ones still run
-            self.failed = True
-            self.report["failed"].append(name)
-            result = {"error": f"{type(exc).__name__}: {exc}",
-                      "traceback": traceback.format_exc()[-4000:]}
-            print(f"gpu-check: stage {name} failed: {result['error']}", file=sys.stderr,
-                  flush=True)
+            result = {}
+            self._failed(name, exc, result, "error")
         result = dict(result or {}, seconds=round(time.monotonic() - began, 1))
         self.report["stages"][name] = result
         self.save()
         return result
+
+    def _failed(self, name: str, exc: Exception, into: dict, key: str) -> None:
+        self.failed = True
+        self.report["failed"].append(name)
+        into[key] = f"{type(exc).__name__}: {exc}"
+        into[f"{key}_traceback"] = traceback.format_exc()[-4000:]
+        print(f"gpu-check: {name} failed: {into[key]}", file=sys.stderr, flush=True)
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -231,7 +234,9 @@ class Check:
         for item in a.set:
             command += ["--set", item]
         print(" ".join(command), flush=True)
-        done = subprocess.run(command, cwd=REPO, timeout=max(30, self.left() - 60),
+        # Capped, so that a slow bench leaves the paper's run most of the budget.
+        timeout = max(30.0, min(self.left() - 60, 0.45 * self.args.budget))
+        done = subprocess.run(command, cwd=REPO, timeout=timeout,
                               env={**os.environ, "KERAS_BACKEND": "jax"})
         if done.returncode != 0 or not os.path.isfile(out):
             raise RuntimeError(f"usmtl bench train exited with {done.returncode}")
@@ -266,6 +271,7 @@ class Check:
                   "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform}
         result["after_steps_s"] = (None if result["steady_train_s"] is None
                                    else steady - result["steady_train_s"])
+        result["protocol_projected_s"] = PROTOCOL_RUNS * (result["fixed_s"] + 200 * steady)
         _copy_run(os.path.join(self.work, "probe"), os.path.join(self.out, "probe"))
         print(f"epoch {steady:.2f} s (steps {result['steady_train_s'] or 0:.2f} s, then "
               f"validation, history, backup), fixed {result['fixed_s']:.1f} s, on "
@@ -294,13 +300,18 @@ class Check:
                 continue
             print(f"{variant}: {epochs} epochs, about {cost:.0f} s", flush=True)
             began = time.monotonic()
-            tables = run_experiment(cfg, self.args.pack, exp_dir, repeats=1,
-                                    variants=done + [variant])
+            try:
+                tables = run_experiment(cfg, self.args.pack, exp_dir, repeats=1,
+                                        variants=done + [variant])
+            except Exception as exc:  # the runs that finished stay in the report
+                self._failed(f"experiment {variant}", exc, result.setdefault("errors", {}),
+                             variant)
+                continue
             done.append(variant)
             result["runs"][variant] = self._run_record(
                 exp_dir, variant, tables["results"], time.monotonic() - began)
             result["tables"] = tables["markdown"]
-            _copy_experiment(exp_dir, os.path.join(self.out, "experiment"))
+            _copy_run(exp_dir, os.path.join(self.out, "experiment"))
             self.report["stages"]["experiment"] = result  # so far, in case time runs out
             self.save()
         return result
@@ -320,8 +331,9 @@ class Check:
         with open(os.path.join(run_dir, "run.json")) as f:
             run = json.load(f)
         rows = results[(results["variant"] == variant) & (results["metric"] == "auc")]
-        tasks = {r["task"]: {"auc": r["value"], "cohort": r["cohort"], "n_images": r["n_images"],
-                             "positives": r["positives"]} for _, r in rows.iterrows()}
+        tasks = {r["task"]: {"auc": float(r["value"]), "cohort": r["cohort"],
+                             "n_images": int(r["n_images"]), "positives": int(r["positives"])}
+                 for _, r in rows.iterrows()}
         return {"epochs_run": int(len(history)), "seconds": round(seconds, 1),
                 "run_seconds": run.get("seconds"), "train_images": run.get("train_images"),
                 "precision": run.get("precision"), "backend": run.get("backend"),
@@ -367,10 +379,6 @@ def _copy_run(run_dir: str, dest: str) -> None:
             target = os.path.join(dest, os.path.relpath(source, run_dir))
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(source, target)
-
-
-def _copy_experiment(exp_dir: str, dest: str) -> None:
-    _copy_run(exp_dir, dest)
 
 
 def _nvidia_smi() -> str:
@@ -427,7 +435,7 @@ def summary(report: dict) -> str:
         lines.append(f"bench train: {bench.get('error', 'not run')}")
     if "steady_epoch_s" in probe:
         epoch = probe["steady_epoch_s"]
-        protocol = PROTOCOL_RUNS * (probe["fixed_s"] + 200 * epoch)
+        protocol = probe["protocol_projected_s"]
         lines.append(f"fit: {epoch:.2f} s per epoch ({probe['steady_train_s'] or 0:.2f} s of "
                      f"steps), {probe['fixed_s']:.0f} s fixed per run; the protocol (4 variants "
                      f"x 5 repeats x 200 epochs) would take {protocol / 3600:.2f} h")
@@ -445,6 +453,9 @@ def summary(report: dict) -> str:
                                          "positives", "test AUC"]))
     for variant, why in experiment.get("skipped", {}).items():
         lines.append(f"{variant}: not run ({why})")
+    for variant, error in experiment.get("errors", {}).items():
+        if not variant.endswith("_traceback"):
+            lines.append(f"{variant}: failed: {error}")
     if "error" in experiment:
         lines.append(f"experiment: {experiment['error']}")
     lines.append(f"failed stages: {', '.join(report['failed']) or 'none'}; "
