@@ -59,12 +59,14 @@ gpu-bundle:
 	PYTHONPATH=$(CURDIR) $(BIN)/python tools/gpu_bundle.py --out gpu-bundle
 
 # Run on the GPU machine (its python3 has JAX, no Keras): one call, results in $(OUT).
+# GPU_CHECK_ARGS: more options of tools/gpu_check.py (sizes, --variants, --max-epochs).
 GPU_PYTHON ?= python3
 OUT ?= build/gpu-check
 GPU_BUDGET ?= 440
+GPU_CHECK_ARGS ?=
 gpu-check:
 	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) tools/gpu_check.py --bundle gpu-bundle --out $(OUT) \
-	  --budget $(GPU_BUDGET)
+	  --budget $(GPU_BUDGET) $(GPU_CHECK_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -50,7 +50,7 @@ WHEELS = ["keras", "absl-py", "rich", "namex", "optree", "ml-dtypes", "packaging
 MACHINE = ["jax", "jaxlib", "scipy", "ml-dtypes", "opt-einsum", "numpy",
            "opencv-python", "opencv-python-headless", "pillow", "click", "pyyaml", "h5py",
            "pandas", "python-dateutil", "pytz", "tzdata", "six", "scikit-learn", "joblib",
-           "threadpoolctl", "usmtl"]
+           "threadpoolctl", "narwhals", "cloudpickle", "usmtl"]
 
 PLATFORMS = ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_27_x86_64",
              "manylinux_2_28_x86_64"]

@@ -68,7 +68,7 @@ PAPER = ["model.weights=none", "train.learning_rate=0.0001", "train.lr_decay_eve
 VARIANTS = ["multitask-hl", "multitask", "single-bm", "single-alnm"]
 PROTOCOL_RUNS = 4 * 5  # the paper's four variants, five repeats each
 VERSIONS = ["jax", "jaxlib", "keras", "numpy", "scipy", "ml-dtypes", "optree", "h5py", "pandas",
-            "scikit-learn", "opencv-python", "opencv-python-headless", "pillow", "usmtl"]
+            "scikit-learn", "opencv-python", "opencv-python-headless", "pillow"]
 WORK_MARK = ".gpu-check-work"
 BULKY = {"checkpoints", "backup", "cache", "logs"}  # run folders' parts left behind
 
@@ -218,6 +218,9 @@ class Check:
                 versions[name] = metadata.version(name)
             except metadata.PackageNotFoundError:
                 pass
+        import usmtl
+
+        versions["usmtl"] = f"{usmtl.__version__} ({os.path.dirname(usmtl.__file__)})"
         gpu = _nvidia_smi()
         print("\n".join(f"{k}: {v}" for k, v in versions.items()))
         print(f"nvidia-smi: {gpu}")
