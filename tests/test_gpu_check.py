@@ -144,6 +144,9 @@ def test_gpu_check_dry_run_on_cpu_jax(tmp_path):
     assert (bench["backbone"], bench["image_size"], bench["batch_size"], bench["precision"],
             bench["data_on_device"]) == ("resnet_small", 32, 4, "float32", True)
     assert set(bench["vs_anchors"]) == set(ANCHORS)
+    shares = [op["share"] for op in bench["top_ops"]]  # the profile of a few more steps
+    assert shares and all(0 < x <= 1 for x in shares) and sum(shares) <= 1.0001
+    assert shares == sorted(shares, reverse=True)
 
     probe = stages["probe"]
     assert probe["epochs"] == 2 and probe["platform"] == "cpu"

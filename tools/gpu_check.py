@@ -10,7 +10,8 @@ time limit keeps what had finished):
    (``PYTHONPATH``), with config files given by path. Versions and the GPU are printed.
 2. bench: ``usmtl bench train --backend jax`` in a subprocess (its memory is freed before
    training): the config's model (ResNet50 at 256 px for BUS-BRA), ``--bench-batch`` 128,
-   bfloat16, the batch on the device; images/s against the anchors of the issue.
+   bfloat16, the batch on the device; images/s against the anchors of the issue; then a
+   few more steps under the JAX profiler, whose top ops are reported (:func:`top_ops`).
 3. probe: the paper's Multi-Task + HL configuration (:data:`PAPER`: from scratch, Adam
    1e-4, the rate /10 every 50 epochs, the last epoch's model) for ``--probe-epochs``
    epochs; the steady epoch time (epochs after the first) and the fixed cost (data, XLA
@@ -37,7 +38,9 @@ Usage (on the GPU machine; ``make gpu-check OUT=dir``)::
 from __future__ import annotations
 
 import argparse
+import collections
 import glob
+import gzip
 import json
 import math
 import os
@@ -135,6 +138,37 @@ def imported_distributions() -> list[str]:
     return sorted(d.lower().replace("_", "-") for d in found)
 
 
+def top_ops(folder: str, n: int = 12) -> list[dict]:
+    """The ops that took the most time in the newest Perfetto trace (``jax.profiler.trace``)
+    under ``folder``: the accelerator's "XLA Ops" row when the trace has one, else its other
+    rows, else (a CPU) the host's threads but Python's. ``[{"op", "ms", "share"}]``, the
+    time summed over the profiled steps, the share of all ops' time."""
+    paths = sorted(glob.glob(os.path.join(folder, "**", "perfetto_trace.json.gz"),
+                            recursive=True), key=os.path.getmtime)
+    if not paths:
+        return []
+    with gzip.open(paths[-1]) as f:
+        trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    process, thread = {}, {}
+    for e in events:
+        if e.get("ph") == "M" and e.get("name") == "process_name":
+            process[e["pid"]] = e["args"]["name"]
+        elif e.get("ph") == "M" and e.get("name") == "thread_name":
+            thread[(e["pid"], e.get("tid"))] = e["args"]["name"]
+    ops = [e for e in events if e.get("ph") == "X" and not e.get("name", "$").startswith("$")]
+    device = [e for e in ops if "/device:" in process.get(e.get("pid"), "")]
+    xla_ops = [e for e in device if thread.get((e["pid"], e.get("tid"))) == "XLA Ops"]
+    chosen = xla_ops or [e for e in device if thread.get((e["pid"], e.get("tid"))) != "XLA Modules"] \
+        or [e for e in ops if thread.get((e["pid"], e.get("tid"))) != "python"]
+    totals = collections.Counter()
+    for e in chosen:
+        totals[e["name"]] += float(e.get("dur", 0))
+    whole = sum(totals.values()) or 1.0
+    return [{"op": name, "ms": round(us / 1000, 3), "share": round(us / whole, 4)}
+            for name, us in totals.most_common(n)]
+
+
 def format_table(rows: list[dict], columns: list[str]) -> str:
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
@@ -227,15 +261,16 @@ class Check:
         return {"versions": versions, "nvidia_smi": gpu}
 
     def bench(self) -> dict:
-        """``usmtl bench train --backend jax`` in a subprocess."""
+        """``usmtl bench train --backend jax --data-on-device`` in a subprocess, through
+        ``python -m usmtl.bench`` (the same function), which also profiles a few steps."""
         out = os.path.join(self.out, "bench_train.json")
         a = self.args
-        command = [sys.executable, "-m", "usmtl.cli", "bench", "train", "--backend", "jax",
-                   "--config", a.config, "--batch-size", str(a.bench_batch),
-                   "--precision", a.bench_precision, "--data-on-device",
-                   "--steps", str(a.bench_steps), "--warmup", str(a.bench_warmup), "--out", out]
-        for item in a.set:
-            command += ["--set", item]
+        profile = os.path.join(self.work, "profile")
+        kwargs = {"backend": "jax", "config_path": a.config, "overrides": list(a.set),
+                  "batch_size": a.bench_batch, "precision": a.bench_precision,
+                  "data_on_device": True, "steps": a.bench_steps, "warmup": a.bench_warmup,
+                  "profile_dir": profile if a.profile else None}
+        command = [sys.executable, "-m", "usmtl.bench", "train", json.dumps(kwargs), out]
         print(" ".join(command), flush=True)
         # Capped, so that a slow bench leaves the paper's run most of the budget.
         timeout = max(30.0, min(self.left() - 60, 0.45 * self.args.budget))
@@ -251,7 +286,8 @@ class Check:
                 "batch_size": bench["batch_size"], "precision": bench["precision"],
                 "data_on_device": bench["data_on_device"], "devices": bench["machine"].get("devices"),
                 "vs_anchors": {k: round(rate / v, 3) for k, v in ANCHORS.items()},
-                "below_target": rate < TARGET, "memory": bench.get("memory")}
+                "below_target": rate < TARGET, "memory": bench.get("memory"),
+                "top_ops": top_ops(profile) if a.profile else []}
 
     def probe(self) -> dict:
         from usmtl.config import apply_variant
@@ -434,6 +470,9 @@ def summary(report: dict) -> str:
             + ", ".join(f"{k} {v:,}" for k, v in ANCHORS.items())
             + f" (x{bench['vs_anchors']['torch.compile']:.2f} torch.compile); "
             + ("below" if bench["below_target"] else "at or above") + f" {TARGET:,}")
+        if bench.get("top_ops"):
+            lines.append("top ops of the profiled steps (share of the ops' time): " + "; ".join(
+                f"{o['op'][:60]} {100 * o['share']:.1f}%" for o in bench["top_ops"][:10]))
     else:
         lines.append(f"bench train: {bench.get('error', 'not run')}")
     if "steady_epoch_s" in probe:
@@ -484,6 +523,8 @@ def parse_args(argv=None):
     p.add_argument("--bench-precision", default="mixed_bfloat16")
     p.add_argument("--bench-steps", type=int, default=50)
     p.add_argument("--bench-warmup", type=int, default=5)
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="no JAX profile of a few bench steps after the timed ones")
     p.add_argument("--probe-epochs", type=int, default=2)
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--variants", default=",".join(VARIANTS),
