@@ -287,7 +287,16 @@ class Check:
                 "data_on_device": bench["data_on_device"], "devices": bench["machine"].get("devices"),
                 "vs_anchors": {k: round(rate / v, 3) for k, v in ANCHORS.items()},
                 "below_target": rate < TARGET, "memory": bench.get("memory"),
-                "top_ops": top_ops(profile) if a.profile else []}
+                **self._top_ops(profile)}
+
+    def _top_ops(self, profile: str) -> dict:
+        """``{"top_ops": [...]}``, or why there are none (a profile is extra)."""
+        if not self.args.profile:
+            return {"top_ops": []}
+        try:
+            return {"top_ops": top_ops(profile)}
+        except Exception as exc:
+            return {"top_ops": [], "top_ops_error": f"{type(exc).__name__}: {exc}"}
 
     def probe(self) -> dict:
         from usmtl.config import apply_variant
@@ -306,7 +315,10 @@ class Check:
 
         result = {"epochs": len(epochs), "epoch_s": epochs, "steady_epoch_s": steady,
                   "steady_train_s": statistics.median(train) if train else None,
-                  "fixed_s": max(0.0, wall - len(epochs) * steady), "wall_s": wall,
+                  # outside the epochs (data, model, outputs) plus the first epoch's extra
+                  # (compilation); never less for a slow later epoch
+                  "fixed_s": max(0.0, wall - sum(epochs)) + max(0.0, epochs[0] - steady),
+                  "wall_s": wall,
                   "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform}
         result["after_steps_s"] = (None if result["steady_train_s"] is None
                                    else steady - result["steady_train_s"])
