@@ -1,12 +1,15 @@
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv, install usmtl, write phantoms, train the quickstart
 #   make test   install the test extras and run the test suite
+# and two for a lent GPU machine (README, "Speed and scale"):
+#   make gpu-bundle   here: the wheels and the BUS-BRA pack the GPU machine lacks
+#   make gpu-check    there: install them, benchmark, train the paper's config
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 RUNS ?= runs
 
-.PHONY: demo test test-fast wheel-check editable-check install install-radiomics clean
+.PHONY: demo test test-fast wheel-check editable-check install install-radiomics clean gpu-bundle gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +68,21 @@ editable-check:
 	  import usmtl; assert (resources.files('usmtl._presets') / 'paper.yaml').is_file(), \
 	  'presets lost by the editable install'"
 	@echo "editable-check: passed"
+
+# Run where ../shared is, with the project's environment (make gpu-bundle VENV=path/to/.venv);
+# it installs nothing and uses this checkout's usmtl.
+gpu-bundle:
+	PYTHONPATH=$(CURDIR) $(BIN)/python tools/gpu_bundle.py --out gpu-bundle
+
+# Run on the GPU machine (its python3 has JAX, no Keras): one call, results in $(OUT).
+# GPU_CHECK_ARGS: more options of tools/gpu_check.py (sizes, --variants, --max-epochs).
+GPU_PYTHON ?= python3
+OUT ?= build/gpu-check
+GPU_BUDGET ?= 440
+GPU_CHECK_ARGS ?=
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) tools/gpu_check.py --bundle gpu-bundle --out $(OUT) \
+	  --budget $(GPU_BUDGET) $(GPU_CHECK_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

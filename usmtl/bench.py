@@ -291,7 +291,8 @@ def bench_train(backend: str | None = None, config_path: str | None = None, over
                 image_size: int | None = None, batch_size: int | None = None,
                 backbone: str | None = None, precision: str = "auto", jit="auto",
                 steps_per_execution: int = 1, steps: int = 50, warmup: int = 5,
-                augment: bool | None = None, data_on_device: bool = False) -> dict:
+                augment: bool | None = None, data_on_device: bool = False,
+                profile_dir: str | None = None) -> dict:
     """Training images per second of the project's model on synthetic uint8 images.
 
     The model is ``build_model`` of the config (default: the quickstart's) with the given
@@ -302,7 +303,9 @@ def bench_train(backend: str | None = None, config_path: str | None = None, over
     compiled function) are not timed. ``data_on_device`` (JAX only): the batch is put on the
     accelerator once and Keras' jitted train step is called on it directly, as synthetic
     benchmarks of other frameworks do; otherwise batches come from host memory through
-    ``model.fit`` (JAX) or ``tf.data`` (TensorFlow), as in training.
+    ``model.fit`` (JAX) or ``tf.data`` (TensorFlow), as in training. ``profile_dir`` (JAX
+    with ``data_on_device``): after the timed steps, a few more run under
+    ``jax.profiler.trace`` into that folder (with a Perfetto JSON trace), never timed.
     """
     backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
     if backend not in ("tensorflow", "jax"):
@@ -310,7 +313,8 @@ def bench_train(backend: str | None = None, config_path: str | None = None, over
     kwargs = dict(backend=backend, config_path=config_path, overrides=list(overrides),
                   image_size=image_size, batch_size=batch_size, backbone=backbone,
                   precision=precision, jit=jit, steps_per_execution=steps_per_execution,
-                  steps=steps, warmup=warmup, augment=augment, data_on_device=data_on_device)
+                  steps=steps, warmup=warmup, augment=augment, data_on_device=data_on_device,
+                  profile_dir=profile_dir)
     if "keras" in sys.modules:
         import keras
 
@@ -353,7 +357,8 @@ def _resolve_precision(precision: str, backend: str) -> str:
 
 
 def _bench_train(backend, config_path, overrides, image_size, batch_size, backbone, precision,
-                 jit, steps_per_execution, steps, warmup, augment, data_on_device) -> dict:
+                 jit, steps_per_execution, steps, warmup, augment, data_on_device,
+                 profile_dir=None) -> dict:
     import keras
 
     from usmtl.model.multitask import build_model
@@ -382,7 +387,7 @@ def _bench_train(backend, config_path, overrides, image_size, batch_size, backbo
                                          steps_per_execution=spe)
             jit_used, strategy = bool(model.jit_compile), "none (single device)"
             if data_on_device:
-                seconds = _time_jax_on_device(model, x, y, w, warmup, steps)
+                seconds = _time_jax_on_device(model, x, y, w, warmup, steps, profile_dir)
             else:
                 seconds = _time_jax_fit(model, x, y, w, warmup, steps)
     rate = steps * batch / seconds
@@ -397,6 +402,7 @@ def _bench_train(backend, config_path, overrides, image_size, batch_size, backbo
             "steps": steps, "warmup_steps": warmup, "strategy": strategy,
             "tasks": names, "hinge": bool(cfg.model.hinge), "augment": cfg.data.augment.enabled,
             "data_on_device": bool(data_on_device and backend == "jax"),
+            "profile_dir": profile_dir if data_on_device and backend == "jax" else None,
             "seconds": seconds, "images_per_s": rate, "rows": [row],
             "memory": peak_memory(), "machine": machine()}
 
@@ -455,8 +461,9 @@ def _time_jax_fit(model, x, y, w, warmup, steps):
     return time.perf_counter() - clock.start
 
 
-def _time_jax_on_device(model, x, y, w, warmup, steps):
-    """Keras' jitted JAX train step, called on a batch already on the accelerator."""
+def _time_jax_on_device(model, x, y, w, warmup, steps, profile_dir=None):
+    """Keras' jitted JAX train step, called on a batch already on the accelerator; then,
+    with ``profile_dir``, a few more calls profiled (not timed)."""
     import itertools
 
     import jax
@@ -476,6 +483,14 @@ def _time_jax_on_device(model, x, y, w, warmup, steps):
         logs, state = model.train_function(state, batches)
     jax.block_until_ready(state)
     seconds = time.perf_counter() - started
+    if profile_dir:
+        try:
+            with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+                for _ in range(max(1, 3 // model.steps_per_execution)):
+                    logs, state = model.train_function(state, batches)
+                jax.block_until_ready(state)
+        except Exception as exc:  # the profile is extra: it never costs the figure
+            print(f"warning: the profile failed ({type(exc).__name__}: {exc})", file=sys.stderr)
     model._jax_state_synced = False
     model._jax_state = dict(zip(("trainable_variables", "non_trainable_variables",
                                  "optimizer_variables", "metrics_variables"), state))
