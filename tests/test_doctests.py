@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmtl.model.registry",
+MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmtl.registry",
            "usmtl.evaluation.stats",
            "usmtl.evaluation.metrics", "usmtl.evaluation.calibration",
            "usmtl.evaluation.utility", "usmtl.evaluation.subgroups",

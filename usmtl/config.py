@@ -234,7 +234,7 @@ class ExperimentConfig:
             if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or value[0] > value[1]:
                 raise ConfigError(f"{key} must be [low, high] with low <= high. Received: {value}")
         # The registry module imports no Keras: validation reads it, not the builders.
-        from usmtl.model.registry import backbone_names, get_backbone
+        from usmtl.registry import backbone_names, get_backbone
 
         if self.model.backbone not in backbone_names():
             raise ConfigError(f"model.backbone must be one of {list(backbone_names())}. "

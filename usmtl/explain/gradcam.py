@@ -72,9 +72,14 @@ class ExplainError(UsmtlError):
 
 
 def task_heads(model) -> list[str]:
-    """Names of the model's task heads: its one-unit Dense layers, in model order."""
+    """Names of the model's tasks, in model order: its output names (a hinged or
+    conditional child's own Dense head is ``<task>_head`` or ``<task>_conditional``); for a
+    model without named outputs, its one-unit Dense layers."""
     import keras
 
+    if isinstance(model.output, dict):
+        order = {layer.name: i for i, layer in enumerate(model.layers)}
+        return sorted(model.output, key=lambda name: order.get(name, len(order)))
     return [layer.name for layer in model.layers
             if isinstance(layer, keras.layers.Dense) and layer.units == 1]
 
