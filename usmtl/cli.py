@@ -206,15 +206,14 @@ def _check_duplicates(manifest, split_file, max_distance, duplicates_out, groupe
 
 
 @main.command("presets")
-def presets_command():
-    """List the configs shipped with usmtl; pass a name to --config."""
-    from usmtl.presets import describe, preset_names, preset_path
+@click.argument("name", required=False)
+@_friendly_errors
+def presets_command(name):
+    """List the configs shipped with usmtl (pass a name to --config); with NAME, print
+    that preset's YAML."""
+    from usmtl.presets import preset_listing, yaml_text
 
-    names = preset_names()
-    width = max(len(n) for n in names)
-    for name in names:
-        click.echo(f"{name.ljust(width)}  {describe(name)}")
-    click.echo(f"\n(files: {os.path.dirname(preset_path(names[0]))})")
+    click.echo(yaml_text(name).rstrip("\n") if name else preset_listing())
 
 
 @main.group("import")

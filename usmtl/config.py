@@ -412,7 +412,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
     """
     data: dict = {}
     if path is not None:
-        from usmtl.presets import resolve_config
+        from usmtl.preset_files import resolve_config
 
         path = resolve_config(path)
         with open(path) as f:
