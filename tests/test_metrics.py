@@ -168,6 +168,14 @@ def test_format_table():
     assert len({len(line) for line in lines}) == 1  # fixed width
 
 
+def test_format_table_scores_no_task_with_one_class():
+    rows = {"malignancy": binary_metrics([0, 1, 1], [0.1, 0.8, 0.4]),
+            "aln_ge_4": binary_metrics([0, 0], [0.7, 0.8])}
+    lines = format_table(rows).splitlines()
+    assert lines[2].split() == ["aln_ge_4", "2", "0"] + ["-"] * len(METRICS)
+    assert lines[3] == "-: not estimable (aln_ge_4: no positive case among 2 images)"
+
+
 # ---------------------------------------------------------------------------------------
 # The prediction file
 # ---------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ import sys
 
 import click
 
+from usmtl.cli_options import console_options
+
 # Preset names (usmtl.presets): shipped inside the package, so they work from a wheel too.
 DEFAULT_CONFIG = "quickstart"
 PAPER_CONFIG = "paper"
@@ -72,6 +74,7 @@ def _quiet_tensorflow():
 @click.version_option(package_name="usmtl")
 @click.option("--verbose", is_flag=True,
               help="Show TensorFlow's own logging (same as USMTL_LOG_LEVEL=info).")
+@console_options
 def main(verbose):
     """Multi-task CNN for breast ultrasound: malignancy and axillary lymph-node metastasis,
     tied by a hierarchical hinge (Li, Guo et al., Front. Physiol. 13:882648, 2022)."""
@@ -94,7 +97,8 @@ def demo_data(out, patients, size, seed):
     """Write synthetic ultrasound phantoms with every label, boxes and a manifest to OUT."""
     from usmtl.data.phantoms import make_phantoms
 
-    frame = make_phantoms(out, n_patients=patients, size=size, seed=seed)
+    frame = make_phantoms(out, n_patients=patients, size=size, seed=seed,
+                          progress=sys.stderr.isatty())
     click.echo(f"Wrote {len(frame)} images of {frame['patient_id'].nunique()} patients: "
                f"{os.path.join(out, 'manifest.csv')}")
 

@@ -113,18 +113,28 @@ def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict:
 
 
 def format_table(rows: dict[str, dict], columns=("n", "positives") + METRICS) -> str:
-    """A fixed-width text table: one row per task."""
+    """A fixed-width text table: one row per task. A task with one class among its known
+    labels (a child without a positive case) shows no metric, only a footnote saying why."""
     header = ["task"] + list(columns)
-    lines = [header]
+    lines, notes = [header], []
     for name, metrics in rows.items():
+        n, positives = metrics.get("n"), metrics.get("positives")
+        one_class = isinstance(n, int) and isinstance(positives, int) and n > 0 and \
+            positives in (0, n)
+        if one_class:
+            notes.append(f"{name}: no {'positive' if positives == 0 else 'negative'} case "
+                         f"among {n} images")
         cells = [name]
         for column in columns:
             value = metrics.get(column, math.nan)
-            if isinstance(value, float):
+            if one_class and column in METRICS:
+                cells.append("-")
+            elif isinstance(value, float):
                 cells.append("-" if math.isnan(value) else f"{value:.3f}")
             else:
                 cells.append(str(value))
         lines.append(cells)
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                               enumerate(zip(row, widths))) for row in lines)
+    table = "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                                enumerate(zip(row, widths))) for row in lines)
+    return table + ("\n-: not estimable (" + "; ".join(notes) + ")" if notes else "")
