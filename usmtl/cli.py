@@ -15,6 +15,7 @@ import sys
 import click
 
 from usmtl.cli_options import console_options
+from usmtl.evaluation.cells import cell
 
 # Preset names (usmtl.presets): shipped inside the package, so they work from a wheel too.
 DEFAULT_CONFIG = "quickstart"
@@ -580,8 +581,8 @@ def validate_command(run, external, out, threshold, n_boot, skip_unlabelled):
     rows = result["rows"]
     for row in rows:
         if row["figure"] in ("AUC", "calibration slope", "Brier score"):
-            click.echo(f"{row['task']:>14}  {row['figure']:<22} internal {row['internal']:.3f}  "
-                       f"external {row['external']:.3f}  change {row['change']:+.3f}")
+            click.echo(f"{row['task']:>14}  {row['figure']:<22} internal {cell(row['internal'])}  "
+                       f"external {cell(row['external'])}  change {cell(row['change'], '+.3f')}")
     click.echo(f"Report: {os.path.join(out, 'validation.md')}")
 
 
