@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from usmtl.cli_options import console_options
+from usmtl.cli_options import console_options, figure_options
 from usmtl.evaluation.cells import cell
 
 # Preset names (usmtl.presets): shipped inside the package, so they work from a wheel too.
@@ -473,6 +473,7 @@ def predict_command(model, input, box, split, out, batch_size, uncalibrated):
 
 
 @main.command("evaluate")
+@figure_options
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
               help="For a run: evaluate on another manifest (default: the run's own). For a "
@@ -534,6 +535,7 @@ def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, ed
 
 
 @main.command("calibrate")
+@figure_options
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--method", type=click.Choice(["platt", "temperature"]), default="platt",
               show_default=True, help="platt: sigmoid(a*logit(p)+b); temperature: sigmoid(logit(p)/T).")
@@ -559,6 +561,7 @@ def calibrate_command(run, method, remove):
 
 
 @main.command("validate")
+@figure_options
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.argument("external", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
@@ -587,6 +590,7 @@ def validate_command(run, external, out, threshold, n_boot, skip_unlabelled):
 
 
 @main.command("report")
+@figure_options
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), help="The card (default RUN/model_card.md).")
 @click.option("--by", multiple=True, help="Manifest column for subgroups (repeatable), e.g. device.")
@@ -908,6 +912,7 @@ _CAM_METHODS = ("gradcam", "gradcam++")
 
 
 @main.command("explain")
+@figure_options
 @click.argument("run", type=click.Path(exists=True))
 @click.argument("input", type=click.Path(exists=True, dir_okay=False))
 @click.option("--task", "tasks", multiple=True, required=True,
@@ -999,6 +1004,7 @@ def explain_command(run, input, tasks, method, layer, box, split, limit, out, co
 
 
 @main.command("cam-profile")
+@figure_options
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
 @click.option("--task", "tasks", multiple=True, required=True,
