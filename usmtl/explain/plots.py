@@ -69,14 +69,17 @@ def _figure(width: float, height: float, dpi: int = 100):
     return fig
 
 
-def _save(fig, path: str) -> None:
+def _save(fig, path: str, vector: bool = True) -> None:
+    """``path`` at the figures' dpi and, with ``vector``, the other formats of
+    :func:`~usmtl.evaluation.figures.figure_settings` beside it. Per-image overlays pass
+    ``vector=False``: there is one per image and task, the sheets are the paper's figures."""
     from usmtl.evaluation.figures import figure_settings
 
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     formats, dpi = figure_settings()
     stem, ext = os.path.splitext(path)
-    for fmt in dict.fromkeys([ext.lstrip(".").lower() or "png", *formats]):
+    for fmt in dict.fromkeys([ext.lstrip(".").lower() or "png", *(formats if vector else ())]):
         fig.savefig(f"{stem}.{fmt}", bbox_inches="tight", dpi=dpi)
 
 
@@ -153,7 +156,7 @@ def save_overlay(path: str, roi: np.ndarray, cam: np.ndarray, title: str, outlin
     bar.set_label("normalised response", fontsize=8)
     bar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    _save(fig, path, vector=False)
 
 
 def save_contact_sheet(path: str, panels: list[Panel], tasks: list[str], title: str = "",
