@@ -26,7 +26,7 @@ from usmtl.tasks import TaskGraph
 
 def _cohort(task) -> str:
     if task.cohort in (None, "all"):
-        return "all images"
+        return "images"
     if task.cohort == "parent_positive":
         return f"{task.parent}-positive images"
     return f"{task.cohort} images"
