@@ -69,17 +69,19 @@ def _figure(width: float, height: float, dpi: int = 100):
     return fig
 
 
-def _save(fig, path: str, vector: bool = True) -> None:
-    """``path`` at the figures' dpi and, with ``vector``, the other formats of
-    :func:`~usmtl.evaluation.figures.figure_settings` beside it. Per-image overlays pass
-    ``vector=False``: there is one per image and task, the sheets are the paper's figures."""
+def _save(fig, path: str) -> None:
+    """``path`` at the figures' dpi and the other formats of
+    :func:`~usmtl.evaluation.figures.figure_settings` beside it, unless the figure is marked
+    ``png_only`` (per-image overlays: one per image and task; the sheets are the paper's
+    figures)."""
     from usmtl.evaluation.figures import figure_settings
 
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     formats, dpi = figure_settings()
     stem, ext = os.path.splitext(path)
-    for fmt in dict.fromkeys([ext.lstrip(".").lower() or "png", *(formats if vector else ())]):
+    vector = () if getattr(fig, "png_only", False) else formats
+    for fmt in dict.fromkeys([ext.lstrip(".").lower() or "png", *vector]):
         fig.savefig(f"{stem}.{fmt}", bbox_inches="tight", dpi=dpi)
 
 
@@ -156,7 +158,8 @@ def save_overlay(path: str, roi: np.ndarray, cam: np.ndarray, title: str, outlin
     bar.set_label("normalised response", fontsize=8)
     bar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path, vector=False)
+    fig.png_only = True
+    _save(fig, path)
 
 
 def save_contact_sheet(path: str, panels: list[Panel], tasks: list[str], title: str = "",
