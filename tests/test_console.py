@@ -11,8 +11,6 @@ import pytest
 
 from tests.conftest import REPO, write_config
 
-pytestmark = pytest.mark.slow
-
 # Every line the demo-sized commands below may print, and nothing else.
 EXPECTED = [
     r"Wrote \d+ images of \d+ patients: .*manifest\.csv",
@@ -65,6 +63,7 @@ def demo(tmp_path_factory):
     return steps, log
 
 
+@pytest.mark.slow
 def test_demo_sized_commands_print_no_unexpected_line(demo):
     steps, _ = demo
     lines = [line for step in steps for line in (step.stdout + step.stderr).splitlines()]
@@ -77,8 +76,21 @@ def test_demo_sized_commands_print_no_unexpected_line(demo):
     assert len(steps[3].stdout.splitlines()) == 5  # the demo's summary
 
 
+@pytest.mark.slow
 def test_the_log_keeps_everything(demo):
     _, log = demo
     text = log.read_text()
     assert re.search(r"epoch 2: .*val_auc_malignancy=", text)  # the full metrics
     assert "Run: " in text  # and the console's own lines
+
+
+def test_a_warning_is_said_once_per_command_and_every_time_outside_one(capsys):
+    from usmtl.console import said_once, warn_once
+
+    with said_once():  # as every usmtl command: an experiment's four fits warn once
+        for _ in range(4):
+            warn_once(("no validation AUC", "aln_ge_4"), "task 'aln_ge_4' has no known label")
+    assert capsys.readouterr().err.count("warning: task 'aln_ge_4'") == 1
+    for _ in range(2):  # a notebook's two fit() calls: each says it
+        warn_once(("no validation AUC", "aln_ge_4"), "task 'aln_ge_4' has no known label")
+    assert capsys.readouterr().err.count("warning: task 'aln_ge_4'") == 2

@@ -40,8 +40,9 @@ def console_options(group):
     @functools.wraps(group)
     def wrapper(*args, log_path=None, **kwargs):
         result = group(*args, **kwargs)  # --verbose sets USMTL_LOG_LEVEL first
-        from usmtl.console import quiet_python_loggers, route_warnings, start_log
+        from usmtl.console import quiet_python_loggers, route_warnings, said_once, start_log
 
+        click.get_current_context().with_resource(said_once())  # the whole command
         if log_path:
             start_log(log_path)
         quiet_python_loggers()

@@ -1,7 +1,8 @@
 """What usmtl says on the console, and where everything else goes.
 
-- :func:`warn_once`: a warning is said once per process (an experiment trains several runs;
-  the same task without validation positives is one warning, not one per run).
+- :func:`warn_once`: inside :func:`said_once` (every ``usmtl`` command runs in one), a
+  warning is said once (an experiment trains several runs; the same task without validation
+  positives is one warning, not one per run); outside it, every time.
 - :func:`third_party_output`: a block whose C/C++ output on file descriptors 1 and 2 (the
   TFLite converter's ``fully_quantize: ...``, LiteRT's ``Created TensorFlow Lite XNNPACK
   delegate``) is kept out of the console: appended to the log file of ``usmtl --log FILE``
@@ -14,11 +15,10 @@
 command prints to that file too. Importing this module imports no TensorFlow.
 
 Example:
-    >>> from usmtl.console import warn_once
-    >>> warn_once("demo", "said once", stream=None)
-    True
-    >>> warn_once("demo", "said once", stream=None)
-    False
+    >>> from usmtl.console import said_once, warn_once
+    >>> with said_once():
+    ...     warn_once("demo", "said once", stream=None), warn_once("demo", "again", stream=None)
+    (True, False)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 import warnings
 
 LOG_ENV = "USMTL_LOG_FILE"
-_SAID: set = set()
+_SAID: set | None = None  # the keys said in the open said_once() scope; None: no scope
 
 
 def log_file() -> str | None:
@@ -53,15 +53,32 @@ def log(text: str) -> None:
             f.write(text if text.endswith("\n") else text + "\n")
 
 
-def warn_once(key, text: str, stream=sys.stderr) -> bool:
-    """Print ``warning: text`` unless a warning of ``key`` was said already in this
-    process (later ones go to the log file). Returns whether it was printed."""
-    if key in _SAID:
+@contextlib.contextmanager
+def said_once():
+    """A scope (one command) in which :func:`warn_once` says each warning once; nested
+    scopes share the outermost one."""
+    global _SAID
+    outer = _SAID
+    if outer is None:
+        _SAID = set()
+    try:
+        yield
+    finally:
+        if outer is None:
+            _SAID = None
+
+
+def warn_once(key, text: str, stream="stderr") -> bool:
+    """Print ``warning: text`` unless a warning of ``key`` was said already in the open
+    :func:`said_once` scope (repeats go to the log file). ``stream``: where to print (None:
+    nowhere). Returns whether it was printed."""
+    if _SAID is not None and key in _SAID:
         log(f"warning (again): {text}")
         return False
-    _SAID.add(key)
-    if stream is not None:
-        print(f"warning: {text}", file=stream, flush=True)
+    if _SAID is not None:
+        _SAID.add(key)
+    if stream is not None:  # sys.stderr now, not at import: --log replaces it
+        print(f"warning: {text}", file=sys.stderr if stream == "stderr" else stream, flush=True)
     return True
 
 

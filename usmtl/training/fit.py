@@ -101,7 +101,7 @@ def _note(text: str) -> None:
 
 
 def _warn(text: str, key=None) -> None:
-    """Said once per process (``key``, default the text); repeats go to the --log file."""
+    """Said once per command (``key``, default the text; see usmtl.console.warn_once)."""
     warn_once(key or text, text)
 
 
