@@ -34,6 +34,8 @@ demo: install
 	rm -rf $(RUNS)/quickstart
 	$(BIN)/usmtl fit --config configs/quickstart.yaml --manifest $(RUNS)/demo-data/manifest.csv --out $(RUNS)/quickstart
 	$(BIN)/usmtl predict $(RUNS)/quickstart $(RUNS)/demo-data/manifest.csv --split test --out $(RUNS)/quickstart/test_predictions.csv
+	@echo
+	@$(BIN)/python -m usmtl.evaluation.summary $(RUNS)/quickstart $(RUNS)/quickstart/test_predictions.csv
 
 test: install
 	$(BIN)/python -m pytest -q

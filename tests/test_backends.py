@@ -25,7 +25,7 @@ x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
 # Training on JAX, run directory and all, is tests/test_jax_training.py's.
 out = model(x)
 assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
-assert len(model.losses) == 1
+assert len(model.losses) == 2  # one hinge term per parent -> child edge
 print("tensorflow" in sys.modules)
 """
 

@@ -5,12 +5,14 @@ import importlib
 
 import pytest
 
-MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmtl.model.registry",
+MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmtl.registry",
            "usmtl.evaluation.stats", "usmtl.evaluation.repeats", "usmtl.paper",
            "usmtl.evaluation.metrics", "usmtl.evaluation.calibration",
            "usmtl.evaluation.utility", "usmtl.evaluation.subgroups",
            "usmtl.evaluation.recalibrate", "usmtl.model.hinge", "usmtl.model.multitask",
-           "usmtl.experiment", "usmtl.data.pack", "usmtl.data.targets", "usmtl.backend"]
+           "usmtl.experiment", "usmtl.data.pack", "usmtl.data.targets", "usmtl.backend",
+           "usmtl.card_sections", "usmtl.evaluation.cells", "usmtl.console",
+           "usmtl.training.epoch_line"]
 
 
 @pytest.mark.parametrize("name", MODULES)

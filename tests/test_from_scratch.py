@@ -3,7 +3,7 @@
 Keras' ResNet50, EfficientNet (BatchNormalization momentum 0.99) and MobileNetV3 (0.999)
 trained from scratch for a few dozen steps used to score every image the same at inference:
 their moving statistics had not left the initial ones (usmtl.model.backbones.bn_momentum).
-Each backbone of :func:`usmtl.model.registry.backbone_names` is trained here from scratch
+Each backbone of :func:`usmtl.registry.backbone_names` is trained here from scratch
 through ``fit`` on the session's phantoms (about 65 training images, 16 to 40 steps), and
 its validation outputs (held out, and not used to pick the epoch: ``train.checkpoint:
 last``) must differ between images and rank malignancy well above chance. Without the fix
@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import tiny_config_dict
-from usmtl.model.registry import backbone_names, get_backbone
+from usmtl.registry import backbone_names, get_backbone
 
 # (image size, epochs, batch size) per backbone: the cheapest runs measured to learn here.
 # ResNet50 and MobileNetV3 are also the int8 models of tests/test_int8.py. ResNet50 trains at

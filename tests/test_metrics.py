@@ -83,10 +83,13 @@ def test_nan_labels_are_ignored(seed):
     assert_close(ours, sklearn_metrics(y[~hidden], score[~hidden], 0.5))
 
 
-def test_nan_scores_are_ignored():
+def test_a_nan_score_for_a_known_label_is_refused():
+    """As scikit-learn refuses it: a metric silently computed on fewer images is wrong."""
     y = np.array([1, 0, 1, 0, 1.0])
     score = np.array([0.9, 0.1, np.nan, 0.8, 0.2])
-    ours = binary_metrics(y, score)
+    with pytest.raises(ValueError, match="y_score contains NaN for 1 sample.*index 2"):
+        binary_metrics(y, score)
+    ours = binary_metrics(np.where(np.isnan(score), np.nan, y), score)  # that label unknown
     assert ours["n"] == 4
     assert_close(ours, sklearn_metrics(y[[0, 1, 3, 4]], score[[0, 1, 3, 4]], 0.5))
 
@@ -113,7 +116,7 @@ def test_one_class_only(y, score):
 @pytest.mark.parametrize("y, score", [
     ([], []),
     ([np.nan, np.nan], [0.2, 0.8]),
-    ([1, 0], [np.nan, np.nan]),
+    ([np.nan, np.nan], [np.nan, np.nan]),
 ])
 def test_empty(y, score):
     m = binary_metrics(np.array(y, float), np.array(score, float))
@@ -124,7 +127,7 @@ def test_empty(y, score):
 
 
 def test_length_mismatch():
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         binary_metrics([0, 1, 1], [0.2, 0.3])
 
 
@@ -163,6 +166,14 @@ def test_format_table():
     assert lines[1].split()[:4] == ["malignancy", "3", "2", "1.000"]
     assert lines[2].split()[:4] == ["alnm", "0", "0", "-"]
     assert len({len(line) for line in lines}) == 1  # fixed width
+
+
+def test_format_table_scores_no_task_with_one_class():
+    rows = {"malignancy": binary_metrics([0, 1, 1], [0.1, 0.8, 0.4]),
+            "aln_ge_4": binary_metrics([0, 0], [0.7, 0.8])}
+    lines = format_table(rows).splitlines()
+    assert lines[2].split() == ["aln_ge_4", "2", "0"] + ["-"] * len(METRICS)
+    assert lines[3] == "-: not estimable (aln_ge_4: no positive case among 2 images)"
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from usmtl.config import config_from_dict  # noqa: E402
-from usmtl.model.hinge import HierarchicalHinge, hinge_value  # noqa: E402
-from usmtl.model.multitask import HINGE_LAYER, build_model, last_conv_layer  # noqa: E402
+from usmtl.model.hinge import HierarchicalHinge, HingedChild, hinge_value  # noqa: E402
+from usmtl.model.multitask import build_model, head_layer, last_conv_layer  # noqa: E402
 from tests.conftest import tiny_config_dict  # noqa: E402
 
 
@@ -66,24 +66,40 @@ def test_hinge_layer_adds_weighted_loss_and_passes_inputs_through():
     assert clone.edges == [("a", "b")] and clone.margin == 0.1 and clone.weight == 0.05
 
 
+def test_hinged_child_adds_its_edge_loss_and_passes_the_child_through():
+    parent = np.array([[0.2], [0.6]], "float32")
+    child = np.array([[0.9], [0.1]], "float32")
+    layer = HingedChild(margin=0.1, weight=0.05)
+    np.testing.assert_allclose(layer([parent, child]), child)
+    np.testing.assert_allclose(float(layer.losses[0]), 0.05 * (0.6 / 2), atol=1e-6)
+    clone = HingedChild.from_config(layer.get_config())
+    assert (clone.margin, clone.weight, clone.parent_gradient) == (0.1, 0.05, True)
+
+
 def test_outputs_are_named_after_tasks_and_hinge_is_in_losses(tiny_config):
     model = build_model(tiny_config)
+    assert sorted(model.output_names) == ["aln_ge_2", "alnm", "malignancy"]
     assert set(model.output.keys()) == {"malignancy", "alnm", "aln_ge_2"}
     for name in ("malignancy", "alnm", "aln_ge_2"):
-        head = model.get_layer(name)
+        head = head_layer(model, name)
         assert isinstance(head, keras.layers.Dense) and head.units == 1
-    out = model(np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32"))
+    assert isinstance(model.get_layer("malignancy"), keras.layers.Dense)
+    assert isinstance(model.get_layer("alnm"), HingedChild)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    out = model(x)
     assert {k: tuple(v.shape) for k, v in out.items()} == {k: (4, 1) for k in out}
-    hinge = model.get_layer(HINGE_LAYER)
-    assert hinge.edges == [("malignancy", "alnm"), ("alnm", "aln_ge_2")]
-    assert len(model.losses) == 1  # the HL, added inside the layer's call
+    assert len(model.losses) == 2  # one hinge term per edge, added inside the layers' call
+    probs = {k: np.asarray(v) for k, v in out.items()}
+    expected = 0.05 * hinge_value(probs, [("malignancy", "alnm"), ("alnm", "aln_ge_2")], 0.1)
+    np.testing.assert_allclose(float(sum(model.losses)), float(expected), atol=1e-6)
     assert last_conv_layer(model) == "stage2_block1_out"
 
 
 def test_no_hinge_layer_without_hinge_or_edges():
     cfg = config_from_dict(tiny_config_dict(model={"hinge": False}))
     model = build_model(cfg)
-    assert HINGE_LAYER not in [layer.name for layer in model.layers]
+    assert not any(isinstance(layer, (HingedChild, HierarchicalHinge)) for layer in model.layers)
+    assert sorted(model.output_names) == ["aln_ge_2", "alnm", "malignancy"]
     model(np.zeros((2, 32, 32, 3), "float32"))
     assert len(model.losses) == 0
 
@@ -104,7 +120,7 @@ def test_mixed_precision_heads_and_hinge_are_float32():
     with precision_policy("mixed_float16"):
         model = build_model(config_from_dict(tiny_config_dict()))
     assert model.get_layer("stage1_block1_conv1").compute_dtype == "float16"
-    for name in ("malignancy", "alnm", "aln_ge_2", HINGE_LAYER):
+    for name in ("malignancy", "alnm", "aln_ge_2", "alnm_head", "aln_ge_2_head"):
         assert model.get_layer(name).compute_dtype == "float32"
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
     out = model(x)
@@ -135,7 +151,8 @@ def test_model_survives_save_and_load(tmp_path, tiny_config):
     after = loaded.predict(x, verbose=0)
     for name in before:
         np.testing.assert_allclose(after[name], before[name], atol=1e-6)
-    assert loaded.get_layer(HINGE_LAYER).margin == tiny_config.model.hinge_margin
+    assert loaded.get_layer("alnm").margin == tiny_config.model.hinge_margin
+    assert sorted(loaded.output_names) == ["aln_ge_2", "alnm", "malignancy"]
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The contract every registered backbone keeps, and the registry that lists them.
 
-The model tests are parameterised over :func:`usmtl.model.registry.backbone_names`, so a
+The model tests are parameterised over :func:`usmtl.registry.backbone_names`, so a
 newly registered backbone is covered without editing this file. Each backbone is built at
 the smallest ``data.image_size`` it allows (the cheapest model that must still work), with
 two heads (malignancy -> alnm, with the hierarchical hinge) and augmentation on, and must:
@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import tiny_config_dict
 from usmtl.config import config_from_dict
 from usmtl.errors import ConfigError
-from usmtl.model.registry import (NORMALIZATION_MODES, backbone_names, get_backbone,
+from usmtl.registry import (NORMALIZATION_MODES, backbone_names, get_backbone,
                                   register_backbone, unregister_backbone)
 
 TASKS = [
@@ -107,7 +107,7 @@ def trained(request):
 
 
 def test_registry_docstring_examples_run():
-    import usmtl.model.registry as registry
+    import usmtl.registry as registry
 
     result = doctest.testmod(registry, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted >= 5, result
@@ -228,8 +228,7 @@ def test_builds_at_its_minimum_size(trained):
     import keras
 
     from usmtl.explain.gradcam import conv_layers
-    from usmtl.model.multitask import (AUGMENT_LAYER, HINGE_LAYER, NORMALIZATION_LAYER,
-                                       last_conv_layer)
+    from usmtl.model.multitask import AUGMENT_LAYER, NORMALIZATION_LAYER, last_conv_layer
 
     name, cfg, model, _, _ = trained
     size = get_backbone(name).min_input_size
@@ -238,7 +237,8 @@ def test_builds_at_its_minimum_size(trained):
     names = [layer.name for layer in model.layers]
     assert len(names) == len(set(names))
     assert model.get_layer(NORMALIZATION_LAYER).mode == get_backbone(name).normalization
-    assert AUGMENT_LAYER in names and HINGE_LAYER in names
+    assert AUGMENT_LAYER in names and "alnm_head" in names  # the child's head before its hinge
+    assert sorted(model.output_names) == sorted(HEADS)
     # Backbone layers live in the top-level graph (Grad-CAM reaches inside), not nested.
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)
     features = model.get_layer(last_conv_layer(model)).output
@@ -255,10 +255,12 @@ def test_one_float32_training_step(trained):
     assert all(np.isfinite(a).all() for a in after)
     changed = {v.path for v, a, b in zip(model.trainable_variables, after, before)
                if not np.array_equal(a, b)}
-    for head in HEADS:  # both heads, ALNM through its sample-weighted BCE and the hinge
-        assert model.get_layer(head).kernel.path in changed
-    head_paths = {model.get_layer(h).kernel.path for h in HEADS} | {
-        model.get_layer(h).bias.path for h in HEADS}
+    from usmtl.model.multitask import head_layer
+
+    heads = [head_layer(model, h) for h in HEADS]
+    for head in heads:  # both heads, ALNM through its sample-weighted BCE and the hinge
+        assert head.kernel.path in changed
+    head_paths = {h.kernel.path for h in heads} | {h.bias.path for h in heads}
     assert changed - head_paths, f"{name}: the step left every backbone weight unchanged"
 
 
@@ -267,7 +269,7 @@ def test_one_float32_training_step(trained):
 def test_one_mixed_float16_training_step(name):
     import keras
 
-    from usmtl.model.multitask import HINGE_LAYER, build_model, last_conv_layer
+    from usmtl.model.multitask import build_model, last_conv_layer
     from usmtl.model.precision import precision_policy
 
     keras.utils.set_random_seed(0)
@@ -279,7 +281,7 @@ def test_one_mixed_float16_training_step(name):
         loss = train_one_step(model, cfg, *batch(cfg.data.image_size, seed=1), eager=True)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     assert model.get_layer(last_conv_layer(model)).compute_dtype == "float16"
-    for layer in (*HEADS, HINGE_LAYER):
+    for layer in (*HEADS, "alnm_head"):
         assert model.get_layer(layer).compute_dtype == "float32"
     assert np.isfinite(loss) and loss > 0
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

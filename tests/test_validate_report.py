@@ -93,7 +93,13 @@ def test_model_card_has_every_section_and_its_figures(run, external, tmp_path):
     sections = re.findall(r"^## (.+)$", text, flags=re.M)
     assert sections == ["Contents", "Intended use", "Model", "Data and split",
                         "Performance (internal test)", "Calibration", "Clinical utility",
-                        "Subgroups", "External validation", "Shortcut audit", "Limitations"]
+                        "Subgroups", "External validation", "Shortcut audit", "Limitations",
+                        "Factors", "Ethical considerations", "Licence", "Authors and contact",
+                        "Citation"]
+    twin = json.loads((card.parent / "card.json").read_text(), parse_constant=pytest.fail)
+    assert list(twin["sections"]) == sections[1:] and twin["factors_evaluated"] == ["view"]
+    assert 0 <= twin["tasks_evaluated"]["malignancy"]["auc"]["value"] <= 1
+    assert "Front. Physiol. 13:882648" in twin["citation"] and "nan" not in text.lower().split()
     assert "calibrated (platt, fitted on the val split" in text
     assert "### malignancy by view" in text and "Cochran's Q" in text
     for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):

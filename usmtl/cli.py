@@ -16,6 +16,8 @@ import click
 
 from usmtl.cli_errors import friendly_errors as _friendly_errors
 from usmtl.cli_errors import trust_option as _trust_option
+from usmtl.cli_options import console_options, figure_options
+from usmtl.evaluation.cells import cell
 
 # Preset names (usmtl.presets): shipped inside the package, so they work from a wheel too.
 DEFAULT_CONFIG = "quickstart"
@@ -59,6 +61,7 @@ def _quiet_tensorflow():
 @click.version_option(package_name="usmtl")
 @click.option("--verbose", is_flag=True,
               help="Show TensorFlow's own logging (same as USMTL_LOG_LEVEL=info).")
+@console_options
 def main(verbose):
     """Multi-task CNN for breast ultrasound: malignancy and axillary lymph-node metastasis,
     tied by a hierarchical hinge (Li, Guo et al., Front. Physiol. 13:882648, 2022)."""
@@ -81,7 +84,8 @@ def demo_data(out, patients, size, seed):
     """Write synthetic ultrasound phantoms with every label, boxes and a manifest to OUT."""
     from usmtl.data.phantoms import make_phantoms
 
-    frame = make_phantoms(out, n_patients=patients, size=size, seed=seed)
+    frame = make_phantoms(out, n_patients=patients, size=size, seed=seed,
+                          progress=sys.stderr.isatty())
     click.echo(f"Wrote {len(frame)} images of {frame['patient_id'].nunique()} patients: "
                f"{os.path.join(out, 'manifest.csv')}")
 
@@ -198,15 +202,14 @@ def _check_duplicates(manifest, split_file, max_distance, duplicates_out, groupe
 
 
 @main.command("presets")
-def presets_command():
-    """List the configs shipped with usmtl; pass a name to --config."""
-    from usmtl.presets import describe, preset_names, preset_path
+@click.argument("name", required=False)
+@_friendly_errors
+def presets_command(name):
+    """List the configs shipped with usmtl (pass a name to --config); with NAME, print
+    that preset's YAML."""
+    from usmtl.presets import preset_listing, yaml_text
 
-    names = preset_names()
-    width = max(len(n) for n in names)
-    for name in names:
-        click.echo(f"{name.ljust(width)}  {describe(name)}")
-    click.echo(f"\n(files: {os.path.dirname(preset_path(names[0]))})")
+    click.echo(yaml_text(name).rstrip("\n") if name else preset_listing())
 
 
 @main.group("import")
@@ -468,6 +471,7 @@ def predict_command(model, input, box, split, out, batch_size, uncalibrated, tru
 
 
 @main.command("evaluate")
+@figure_options
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
               help="For a run: evaluate on another manifest (default: the run's own). For a "
@@ -531,6 +535,7 @@ def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, ed
 
 
 @main.command("calibrate")
+@figure_options
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--method", type=click.Choice(["platt", "temperature"]), default="platt",
               show_default=True, help="platt: sigmoid(a*logit(p)+b); temperature: sigmoid(logit(p)/T).")
@@ -556,6 +561,7 @@ def calibrate_command(run, method, remove):
 
 
 @main.command("validate")
+@figure_options
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.argument("external", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
@@ -578,12 +584,13 @@ def validate_command(run, external, out, threshold, n_boot, skip_unlabelled):
     rows = result["rows"]
     for row in rows:
         if row["figure"] in ("AUC", "calibration slope", "Brier score"):
-            click.echo(f"{row['task']:>14}  {row['figure']:<22} internal {row['internal']:.3f}  "
-                       f"external {row['external']:.3f}  change {row['change']:+.3f}")
+            click.echo(f"{row['task']:>14}  {row['figure']:<22} internal {cell(row['internal'])}  "
+                       f"external {cell(row['external'])}  change {cell(row['change'], '+.3f')}")
     click.echo(f"Report: {os.path.join(out, 'validation.md')}")
 
 
 @main.command("report")
+@figure_options
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), help="The card (default RUN/model_card.md).")
 @click.option("--by", multiple=True, help="Manifest column for subgroups (repeatable), e.g. device.")
@@ -960,6 +967,7 @@ _CAM_METHODS = ("gradcam", "gradcam++")
 
 
 @main.command("explain")
+@figure_options
 @click.argument("run", type=click.Path(exists=True))
 @click.argument("input", type=click.Path(exists=True, dir_okay=False))
 @click.option("--task", "tasks", multiple=True, required=True,
@@ -1051,6 +1059,7 @@ def explain_command(run, input, tasks, method, layer, box, split, limit, out, co
 
 
 @main.command("cam-profile")
+@figure_options
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
 @click.option("--task", "tasks", multiple=True, required=True,

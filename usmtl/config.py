@@ -51,6 +51,9 @@ class TaskConfig:
     ``loss_weight`` multiplies the task's BCE in the total loss (default 1, the paper's plain
     sum). Each BCE is a mean over the images whose label is known, so a child known on a
     third of a batch pulls as hard per image as three parents; a smaller weight evens that.
+
+    ``display_name`` is the task's name in figure titles and report tables (default: derived
+    from ``name`` by :func:`usmtl.tasks.display_name`: ``aln_ge_3`` reads "ALN >= 3").
     """
 
     name: str = ""
@@ -58,6 +61,7 @@ class TaskConfig:
     parent: Optional[str] = None
     cohort: str = "all"
     loss_weight: float = 1.0
+    display_name: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -201,7 +205,10 @@ class ExperimentConfig:
             ("model.hinge_weight", self.model.hinge_weight >= 0, "a number >= 0"),
             ("model.dropout", 0 <= self.model.dropout < 1, "in [0, 1)"),
         ] + [(f"tasks.{t.name}.loss_weight", math.isfinite(t.loss_weight) and t.loss_weight >= 0,
-              "a finite number >= 0") for t in self.tasks]
+              "a finite number >= 0") for t in self.tasks] + [
+            (f"tasks.{t.name}.display_name", t.display_name is None or (
+                isinstance(t.display_name, str) and bool(t.display_name.strip())),
+             "a non-empty string (or absent)") for t in self.tasks]
         for key, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"{key} must be {expected}. Received: {_get(self, key)}")
@@ -234,7 +241,7 @@ class ExperimentConfig:
             if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or value[0] > value[1]:
                 raise ConfigError(f"{key} must be [low, high] with low <= high. Received: {value}")
         # The registry module imports no Keras: validation reads it, not the builders.
-        from usmtl.model.registry import backbone_names, get_backbone
+        from usmtl.registry import backbone_names, get_backbone
 
         if self.model.backbone not in backbone_names():
             raise ConfigError(f"model.backbone must be one of {list(backbone_names())}. "
@@ -415,7 +422,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
     """
     data: dict = {}
     if path is not None:
-        from usmtl.presets import resolve_config
+        from usmtl.preset_files import resolve_config
 
         path = resolve_config(path)
         with open(path, encoding="utf-8") as f:

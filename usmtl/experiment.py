@@ -45,6 +45,7 @@ from usmtl.config import (VARIANTS, ExperimentConfig, apply_variant, config_from
                           config_to_dict, save_config)
 from usmtl.data.splits import SPLIT_FILE, save_split
 from usmtl.errors import UsmtlError
+from usmtl.evaluation.cells import cell
 from usmtl.evaluation import stats
 from usmtl.evaluation.metrics import METRICS, binary_metrics
 from usmtl.run import write_csv_atomic, write_json_atomic, write_text_atomic
@@ -339,8 +340,9 @@ def tables_markdown(summary: pd.DataFrame, pvalues: pd.DataFrame, repeats: int,
                   "| task | A | B | mean AUC diff | unpaired t p | paired t p | DeLong p (pooled) |",
                   "|---|---|---|---|---|---|---|"]
         for r in pvalues.itertuples():
-            parts.append(f"| {r.task} | {r.variant_a} | {r.variant_b} | {r.auc_diff_mean:+.3f} | "
-                         f"{r.unpaired_t_p:.3g} | {r.paired_t_p:.3g} | {r.delong_p:.3g} |")
+            parts.append(f"| {r.task} | {r.variant_a} | {r.variant_b} | "
+                         f"{cell(r.auc_diff_mean, '+.3f')} | {cell(r.unpaired_t_p, '.3g')} | "
+                         f"{cell(r.paired_t_p, '.3g')} | {cell(r.delong_p, '.3g')} |")
         parts.append("")
     return "\n".join(parts)
 

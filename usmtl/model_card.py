@@ -3,8 +3,10 @@
 Its sections follow what reporting guidelines for prediction models ask of a clinical model
 (TRIPOD+AI, Collins et al., BMJ 2024; CLAIM 2024; Mitchell et al.'s model cards, FAT* 2019):
 intended use, model, data and split, performance with CIs, calibration, clinical utility
-(decision curves, operating points), subgroups, external validation, the shortcut audit, and
-limitations. Every figure comes from the package's own evaluations of the run (the
+(decision curves, operating points), subgroups, external validation, the shortcut audit,
+limitations, and Mitchell et al.'s factors, ethical considerations, licence, authors and
+citation (:mod:`usmtl.card_sections`). A JSON twin (``model_card.json`` beside the card)
+holds the same sections and the per-task figures for machines. Every figure comes from the package's own evaluations of the run (the
 evaluation is rerun, so the card always matches the run as it is now); a section with nothing
 to show says what would fill it.
 
@@ -24,6 +26,9 @@ import pandas as pd
 
 from usmtl.errors import UsmtlError
 from usmtl.evaluation.evaluate import format_interval
+from usmtl.card_sections import (authors, citation, ethics, factors, json_twin, licence,
+                                 slope_reading)
+from usmtl.evaluation.cells import cell
 
 INTENDED_USE = (
     "Research use. From a box-level region of interest of a breast-mass ultrasound image, the "
@@ -197,7 +202,7 @@ def limitations(report: dict, summary: pd.DataFrame, validation: dict | None,
             else:
                 advice = "consider `usmtl calibrate`"
             items.append(f"{task}: calibration slope {slope['value']:.2f} "
-                         f"({'over' if slope['value'] < 1 else 'under'}-confident scores); {advice}.")
+                         f"({slope_reading(slope['value'])}); {advice}.")
     if validation is None:
         items.append("No external validation: performance on other hospitals, scanners or "
                      "populations is unknown (`usmtl validate RUN EXTERNAL`).")
@@ -277,6 +282,11 @@ def write_model_card(run_dir: str, out: str | None = None, by=None, validation: 
         "Shortcut audit": _audit_lines(audited) if audited
         else ["Not run: pass `--audit` (Grad-CAM over the test split)."],
         "Limitations": limitations(report, summary, validated, audited, run.calibration()),
+        "Factors": factors(by),
+        "Ethical considerations": ethics(),
+        "Licence": licence(),
+        "Authors and contact": authors(run.info()),
+        "Citation": citation(),
     }
     toc = "\n".join(f"{i}. [{name}](#{name.lower().replace(' ', '-').replace('(', '').replace(')', '')})"
                     for i, name in enumerate(sections, 1))
@@ -287,7 +297,11 @@ def write_model_card(run_dir: str, out: str | None = None, by=None, validation: 
         parts += [f"## {name}", "", *lines, ""]
     os.makedirs(card_dir, exist_ok=True)
     write_text_atomic(out, "\n".join(parts))
-    return {"path": out, "toc": toc, "sections": list(sections)}
+    from usmtl.run import write_json_atomic
+
+    twin = os.path.splitext(out)[0] + ".json"  # the machine-readable twin
+    write_json_atomic(twin, json_twin(run_dir, cfg, sections, report, by))
+    return {"path": out, "json": twin, "toc": toc, "sections": list(sections)}
 
 
 def _versions(run) -> dict:
@@ -306,8 +320,8 @@ def _external(validated: dict | None, folder: str | None, card_dir: str) -> list
     lines = [f"- {note}" for note in validated["notes"]] + [""]
     lines += ["| task | figure | internal test | external | change |", "|---|---|---|---|---|"]
     for _, r in keep.iterrows():
-        lines.append(f"| {r['task']} | {r['figure']} | {r['internal']:.3f} | {r['external']:.3f} "
-                     f"| {r['change']:+.3f} |")
+        lines.append(f"| {r['task']} | {r['figure']} | {cell(r['internal'])} | "
+                     f"{cell(r['external'])} | {cell(r['change'], '+.3f')} |")
     lines += ["", f"Full report: [{_link(os.path.join(folder, 'validation.md'), card_dir)}]"
                   f"({_link(os.path.join(folder, 'validation.md'), card_dir)})"]
     return lines

@@ -91,8 +91,7 @@ def load_keras_model(path: str):
     """
     import keras
 
-    import usmtl.model.backbones  # noqa: F401  (registers the custom layers)
-    import usmtl.model.hinge  # noqa: F401
+    from usmtl.model import REGISTER_IMPORT  # registers the custom layers
 
     try:
         return keras.models.load_model(path, safe_mode=True)
@@ -100,7 +99,9 @@ def load_keras_model(path: str):
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsmtlError(f"Cannot load the model file {path}: {reason} (usmtl loads models in "
                          f"Keras' safe mode: a file that would run code is refused; open only "
-                         f"models you trust). Received: {path}") from None
+                         f"models you trust. Outside usmtl, `{REGISTER_IMPORT}` before "
+                         f"keras.saving.load_model registers usmtl's layers). "
+                         f"Received: {path}") from None
 
 
 def run_dir_of_model(model_file: str) -> str:

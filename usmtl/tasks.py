@@ -131,6 +131,41 @@ class TaskGraph:
         return TaskGraph([t for t in self.tasks if set(t.columns) <= columns])
 
 
+# Task-name words read as acronyms in display names.
+_ACRONYMS = {"alnm", "aln", "idc", "bm", "roi", "hl"}
+
+
+def display_name(name: str, names: dict | None = None) -> str:
+    """A task's name for figure titles and tables: ``names[name]`` when given (the config's
+    ``display_name``), else derived from the name.
+
+    Example:
+        >>> display_name("aln_ge_3"), display_name("malignancy"), display_name("alnm")
+        ('ALN >= 3', 'Malignancy', 'ALNM')
+        >>> display_name("alnm", {"alnm": "Axillary metastasis"})
+        'Axillary metastasis'
+    """
+    if names and names.get(name):
+        return names[name]
+    words = name.split("_")
+    out = []
+    for i, word in enumerate(words):
+        if word == "ge" and i + 1 < len(words):
+            out.append(">=")
+        elif word.lower() in _ACRONYMS:
+            out.append(word.upper())
+        else:
+            out.append(word)
+    text = " ".join(out)
+    return text[:1].upper() + text[1:]
+
+
+def display_names(tasks) -> dict:
+    """``{name: display name}`` of a config's :class:`~usmtl.config.TaskConfig` list."""
+    return {t.name: display_name(t.name, {t.name: getattr(t, "display_name", None)})
+            for t in tasks}
+
+
 def cohort_text(task: Task) -> str:
     return ALL if task.cohort is None else f"{task.cohort} = 1"
 

@@ -346,6 +346,8 @@ def plot_reliability(frame: pd.DataFrame, out_dir: str, n_bins: int = 10,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from usmtl.tasks import display_name
+
     paths = []
     for task in _labelled_tasks(frame, tasks):
         y, p = _known(frame[f"y_{task}"], frame[f"p_{task}"])
@@ -356,7 +358,8 @@ def plot_reliability(frame: pd.DataFrame, out_dir: str, n_bins: int = 10,
         filled = curve[curve["count"] > 0]
         top.plot(filled["mean_score"], filled["observed"], "o-", label=task)
         top.set(ylabel="observed rate", xlim=(0, 1), ylim=(-0.02, 1.02),
-                title=f"Reliability: {task} (n = {len(y)})")
+                title=f"Reliability: {display_name(task, frame.attrs.get('display_names'))} "
+                      f"(n = {len(y)})")
         top.legend(loc="upper left", fontsize=8)
         edges = np.linspace(0, 1, n_bins + 1)
         bottom.hist([p[y == 0], p[y == 1]], bins=edges, stacked=True,

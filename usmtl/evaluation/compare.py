@@ -26,6 +26,7 @@ import pandas as pd
 
 from usmtl.errors import UsmtlError
 from usmtl.evaluation import stats
+from usmtl.evaluation.cells import cell
 from usmtl.evaluation.evaluate import refuse_unlabelled
 from usmtl.evaluation.predictions import prediction_tasks, read_predictions, require_threshold
 
@@ -169,8 +170,9 @@ def format_comparison(result: dict, names=("A", "B")) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for task, r in result.items():
         d, m = r["delong"], r["mcnemar"]
+        diff = (f"{cell(d['diff'], '+.3f')} ({cell(d['ci_low'], '+.3f')} to "
+                f"{cell(d['ci_high'], '+.3f')})" if cell(d['diff']) != "-" else "-")
         lines.append(f"| {task} | {r.get('cohort', 'as labelled')} | {r['n']} | "
-                     f"{d['auc_a']:.3f} | {d['auc_b']:.3f} | "
-                     f"{d['diff']:+.3f} ({d['ci_low']:+.3f} to {d['ci_high']:+.3f}) | {d['p']:.3g} | "
-                     f"{m['acc_a']:.3f} | {m['acc_b']:.3f} | {m['p']:.3g} |")
+                     f"{cell(d['auc_a'])} | {cell(d['auc_b'])} | {diff} | {cell(d['p'], '.3g')} | "
+                     f"{cell(m['acc_a'])} | {cell(m['acc_b'])} | {cell(m['p'], '.3g')} |")
     return "\n".join(lines)

@@ -37,10 +37,12 @@ import numpy as np
 import pandas as pd
 
 from usmtl.errors import UsmtlError
+from usmtl.evaluation.cells import cell
 from usmtl.evaluation.metrics import METRICS, binary_metrics
 from usmtl.evaluation.predictions import prediction_tasks, read_predictions, require_threshold
 from usmtl.evaluation import stats
-from usmtl.evaluation.figures import save_figure
+from usmtl.evaluation.roc_plot import plot_rocs
+from usmtl.tasks import display_name, display_names
 
 TEST_PREDICTIONS = "test_predictions.csv"
 
@@ -379,7 +381,8 @@ def _clinical_sections(report: dict, curves: dict | None = None) -> list[str]:
                              f"df = {h['df']}, p = {h['p']:.3g}, I² = {100 * h['i2']:.0f}%.")
             else:
                 parts.append(f"\nHeterogeneity: not testable ({h['k']} testable group(s)).")
-            parts += ["", f"![AUC of {task} by {column}](forest_{safe_name(column)}_{task}.png)", ""]
+            parts += ["", f"![AUC of {task} by {column}](forest_{safe_name(column)}_{task}.png)"
+                      if h["k"] else "", ""]  # plot_forest draws no plot without a testable group
     return parts
 
 
@@ -394,7 +397,7 @@ def markdown_report(report: dict, title: str, curves: dict | None = None) -> str
              f"## Patient level (score = {report['patient_aggregation']} of a patient's images)",
              "", markdown_table(report, "patient"), ""]
     if any("image_youden" in e for e in report["tasks"].values()):
-        thresholds = ", ".join(f"{t}: {e['youden_threshold']:.3f}" for t, e in
+        thresholds = ", ".join(f"{t}: {cell(e['youden_threshold'])}" for t, e in
                                report["tasks"].items() if "youden_threshold" in e)
         parts += ["## Image level at the Youden threshold chosen on validation", "",
                   f"Thresholds: {thresholds}", "", markdown_table(report, "image_youden"), ""]
@@ -413,39 +416,6 @@ def markdown_report(report: dict, title: str, curves: dict | None = None) -> str
         parts += [f"- {task}: {why}" for task, why in report["skipped_tasks"].items()] + [""]
     parts += ["![ROC curves](roc_all.png)", ""]
     return "\n".join(parts)
-
-
-def plot_rocs(frame: pd.DataFrame, out_dir: str) -> list[str]:
-    """One ROC PNG per task and one with every task; returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    paths = []
-    fig_all, ax_all = plt.subplots(figsize=(5, 5))
-    for task in prediction_tasks(frame):
-        if f"y_{task}" not in frame:
-            continue
-        y, p = frame[f"y_{task}"].to_numpy(float), frame[f"p_{task}"].to_numpy(float)
-        known = ~np.isnan(y)
-        if len(np.unique(y[known])) < 2:
-            continue
-        fpr, tpr, _ = roc_curve(y[known], p[known])
-        auc = binary_metrics(y, p)["auc"]
-        fig, ax = plt.subplots(figsize=(4, 4))
-        for axis in (ax, ax_all):
-            axis.plot(fpr, tpr, label=f"{task} (AUC {auc:.3f})")
-        ax.plot([0, 1], [0, 1], ":", color="grey")
-        ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC: {task}")
-        ax.legend(loc="lower right")
-        paths.append(save_figure(fig, os.path.join(out_dir, f"roc_{task}.png")))
-    ax_all.plot([0, 1], [0, 1], ":", color="grey")
-    ax_all.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curves")
-    ax_all.legend(loc="lower right", fontsize=8)
-    path = save_figure(fig_all, os.path.join(out_dir, "roc_all.png"))
-    return paths + [path]
 
 
 def calibration_rows(report: dict) -> pd.DataFrame:
@@ -517,7 +487,8 @@ def write_report(report: dict, frame: pd.DataFrame, out_dir: str, title: str) ->
                          subgroup_rows(report, column))
         for task, result in per_task.items():
             plot_forest(pd.DataFrame(result["table"]), task, column,
-                        os.path.join(out_dir, f"forest_{safe_name(column)}_{task}.png"))
+                        os.path.join(out_dir, f"forest_{safe_name(column)}_{task}.png"),
+                        display_name(task, frame.attrs.get("display_names")))
     write_text_atomic(os.path.join(out_dir, "report.md"), markdown_report(report, title, curves))
 
 
@@ -691,7 +662,8 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
     from usmtl.run import Run
     from usmtl.tasks import TaskGraph
 
-    graph = TaskGraph.from_config(Run.open(run_dir).config().tasks)
+    tasks = Run.open(run_dir).config().tasks
+    graph = TaskGraph.from_config(tasks)
     frame = run_predictions(run_dir, manifest, split)
     source = f"{run_dir} ({split} split of {manifest or 'its manifest'})"
     if _needed(frame, by):
@@ -704,6 +676,7 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
     report = evaluate_predictions(frame, graph.edges, threshold, val_frame, patient_how, n_boot, seed,
                                   cohorts, skip_unlabelled, source, by=by)
     out = run_dir if manifest is None and split == "test" else os.path.join(run_dir, f"eval-{split}")
+    frame.attrs["display_names"] = display_names(tasks)  # figure titles (roc_plot and others)
     write_report(report, frame, out, f"Evaluation of {os.path.basename(os.path.abspath(run_dir))} "
                                      f"on the {split} split")
     report["out_dir"] = out

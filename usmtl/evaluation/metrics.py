@@ -25,10 +25,53 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den > 0 else math.nan
 
 
+def check_binary(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_true, y_score)`` as 1-D float arrays, checked as scikit-learn checks them.
+
+    A label is 0, 1 or NaN (unknown: skipped by the metrics); a score is a number, NaN only
+    where the label is unknown. A ``(n, 1)`` column counts as 1-D.
+
+    Raises:
+        ValueError: labels outside {0, 1} (or NaN), scores with more than one column, labels
+            and scores of different lengths, or a NaN score for a known label.
+    """
+    y_true, y_score = _column(y_true, "y_true"), _column(y_score, "y_score")
+    if len(y_true) != len(y_score):
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: "
+                         f"y_true has {len(y_true)}, y_score {len(y_score)}. "
+                         f"Received: shapes {y_true.shape} and {y_score.shape}")
+    bad = ~np.isnan(y_true) & (y_true != 0) & (y_true != 1)
+    if bad.any():
+        raise ValueError(f"y_true must hold binary labels 0 and 1 (NaN: unknown); "
+                         f"{int(bad.sum())} do not. Received: labels "
+                         f"{sorted(set(np.unique(y_true[bad]).tolist()))[:5]}")
+    missing = np.isnan(y_score) & ~np.isnan(y_true)
+    if missing.any():
+        raise ValueError(f"y_score contains NaN for {int(missing.sum())} sample(s) with a "
+                         f"known label. Received: NaN at index {int(np.flatnonzero(missing)[0])}")
+    return y_true, y_score
+
+
+def _column(values, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(values, float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers. Received: {type(values).__name__}") from None
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one score per sample; a (n, 1) column is "
+                         f"accepted). Received: an array of shape {array.shape}")
+    return array
+
+
 def roc_auc(y_true, y_score) -> float:
-    """ROC AUC (Mann-Whitney, ties counted half); NaN when only one class is present."""
-    y_true = np.asarray(y_true, float)
-    y_score = np.asarray(y_score, float)
+    """ROC AUC (Mann-Whitney, ties counted half); NaN when only one class is present.
+
+    Raises:
+        ValueError: inputs :func:`check_binary` refuses.
+    """
+    y_true, y_score = check_binary(y_true, y_score)
     pos, neg = y_score[y_true == 1], y_score[y_true == 0]
     if len(pos) == 0 or len(neg) == 0:
         return math.nan
@@ -39,12 +82,12 @@ def roc_auc(y_true, y_score) -> float:
 
 
 def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict:
-    """Metrics over the rows whose label is known (0 or 1); NaN where undefined."""
-    y_true = np.asarray(y_true, float).ravel()
-    y_score = np.asarray(y_score, float).ravel()
-    if y_true.shape != y_score.shape:
-        raise ValueError(f"labels and scores differ in length. Received: {y_true.shape} and "
-                         f"{y_score.shape}")
+    """Metrics over the rows whose label is known (0 or 1); NaN where undefined.
+
+    Raises:
+        ValueError: inputs :func:`check_binary` refuses.
+    """
+    y_true, y_score = check_binary(y_true, y_score)
     known = ~np.isnan(y_true) & ~np.isnan(y_score)
     y, s = y_true[known], y_score[known]
     pred = s >= threshold
@@ -70,18 +113,28 @@ def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict:
 
 
 def format_table(rows: dict[str, dict], columns=("n", "positives") + METRICS) -> str:
-    """A fixed-width text table: one row per task."""
+    """A fixed-width text table: one row per task. A task with one class among its known
+    labels (a child without a positive case) shows no metric, only a footnote saying why."""
     header = ["task"] + list(columns)
-    lines = [header]
+    lines, notes = [header], []
     for name, metrics in rows.items():
+        n, positives = metrics.get("n"), metrics.get("positives")
+        one_class = isinstance(n, int) and isinstance(positives, int) and n > 0 and \
+            positives in (0, n)
+        if one_class:
+            notes.append(f"{name}: no {'positive' if positives == 0 else 'negative'} case "
+                         f"among {n} images")
         cells = [name]
         for column in columns:
             value = metrics.get(column, math.nan)
-            if isinstance(value, float):
+            if one_class and column in METRICS:
+                cells.append("-")
+            elif isinstance(value, float):
                 cells.append("-" if math.isnan(value) else f"{value:.3f}")
             else:
                 cells.append(str(value))
         lines.append(cells)
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                               enumerate(zip(row, widths))) for row in lines)
+    table = "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                                enumerate(zip(row, widths))) for row in lines)
+    return table + ("\n-: not estimable (" + "; ".join(notes) + ")" if notes else "")

@@ -234,36 +234,49 @@ def table_heterogeneity(table: pd.DataFrame) -> dict:
     return heterogeneity_test(groups["auc"].to_numpy(float), groups["auc_var"].to_numpy(float))
 
 
-def plot_forest(table: pd.DataFrame, task: str, column: str, out_path: str) -> str:
+def plot_forest(table: pd.DataFrame, task: str, column: str, out_path: str,
+                title: str | None = None) -> str | None:
     """A forest plot of a :func:`subgroup_metrics` table: each group's AUC with its CI, n in
-    the labels, the overall AUC as a vertical line; groups without an AUC are listed as not
-    testable.
+    the labels, the numbers in a column on the right, the overall AUC as a vertical line,
+    Cochran's Q and I² under the title; groups without an AUC are listed as not testable.
+    Nothing is written when no group is testable (an empty plot says nothing).
 
     Args:
         table: from :func:`subgroup_metrics`.
         task: the task (title).
         column: the grouping column (title).
         out_path: the PNG written.
+        title: the task's display name (default: derived from ``task``).
 
     Returns:
-        ``out_path``.
+        ``out_path``, or None when no group is testable.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from usmtl.evaluation.cells import cell
+    from usmtl.tasks import display_name
+
+    het = table_heterogeneity(table)
+    if het["k"] == 0:
+        return None
     groups = table[table["kind"] == "group"].reset_index(drop=True)
     overall = table[table["kind"] == "overall"]
-    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.4 * max(len(groups), 1)))
+    fig, ax = plt.subplots(figsize=(7, 1.6 + 0.4 * max(len(groups), 1)))
     positions = np.arange(len(groups))[::-1]
     lows = [0.5]
     for y_pos, (_, row) in zip(positions, groups.iterrows()):
         auc = float(row["auc"])
+        numbers = ax.get_yaxis_transform()  # x in axes units, y in data units
         if math.isnan(auc):
-            ax.text(0.52, y_pos, "not testable", va="center", fontsize=8, color="grey")
+            ax.text(1.02, y_pos, "not testable", va="center", fontsize=8, color="grey",
+                    transform=numbers)
             continue
         low, high = float(row["auc_ci_low"]), float(row["auc_ci_high"])
+        ax.text(1.02, y_pos, f"{auc:.3f} ({cell(low)} to {cell(high)})", va="center",
+                fontsize=8, transform=numbers)
         if not math.isnan(low):
             ax.errorbar(auc, y_pos, xerr=[[auc - low], [high - auc]], fmt="s", color="black",
                         capsize=3)
@@ -278,7 +291,12 @@ def plot_forest(table: pd.DataFrame, task: str, column: str, out_path: str) -> s
     ax.axvline(0.5, color="grey", linestyle=":")
     ax.set_yticks(positions)
     ax.set_yticklabels([f"{g} (n={n})" for g, n in zip(groups["group"], groups["n"])])
+    q = (f"Q = {het['q']:.2f}, df = {het['df']}, p = {het['p']:.3g}, "
+         f"I² = {100 * het['i2']:.0f}%" if het["k"] >= 2
+         else "heterogeneity not testable (one testable group)")
     ax.set(xlim=(max(0.0, min(lows) - 0.05), 1.0), xlabel="AUC (95% CI)",
-           title=f"{task} by {column}")
+           title=f"{title or display_name(task)} by {column}\n{q}")
+    ax.text(1.02, len(groups) - 0.45, "AUC (95% CI)", fontsize=8, fontweight="bold",
+            transform=ax.get_yaxis_transform())
     ax.set_ylim(-0.7, len(groups) - 0.3)
     return save_figure(fig, out_path)

@@ -151,16 +151,19 @@ def plot_decision_curves(frame: pd.DataFrame, out_dir: str, thresholds=None,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from usmtl.tasks import display_name
+
     paths = []
     for task, curve in decision_curves(frame, thresholds, tasks).items():
+        name = display_name(task, frame.attrs.get("display_names"))
         fig, ax = plt.subplots(figsize=(5, 4))
-        ax.plot(curve["threshold"], curve["model"], label=task)
+        ax.plot(curve["threshold"], curve["model"], label="model")
         ax.plot(curve["threshold"], curve["treat_all"], "--", color="grey", label="treat all")
         ax.plot(curve["threshold"], curve["treat_none"], ":", color="black", label="treat none")
         # treat all plunges below zero at high thresholds: keep the useful range in view
         top = max(float(np.nanmax(curve[["model", "treat_all"]].to_numpy())), 0.0)
         ax.set(xlabel="threshold probability", ylabel="net benefit", xlim=(0, 1),
-               ylim=(-0.05 - 0.05 * top, top * 1.1 + 0.01), title=f"Decision curve: {task}")
+               ylim=(-0.05 - 0.05 * top, top * 1.1 + 0.01), title=f"Decision curve: {name} (n = {len(frame[f'y_{task}'].dropna())})")
         ax.legend(fontsize=8)
         paths.append(save_figure(fig, os.path.join(out_dir, f"decision_curve_{task}.png")))
     return paths

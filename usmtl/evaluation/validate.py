@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import pandas as pd
 
 from usmtl.errors import UsmtlError
@@ -122,24 +123,30 @@ def markdown(table: pd.DataFrame, run_dir: str, external: str, notes: list[str])
 
 
 def plot_reliability_pair(frames: dict[str, pd.DataFrame], task: str, path: str) -> None:
-    """Both reliability curves of ``task`` on one plot (marker area ~ images per bin)."""
+    """Both reliability curves of ``task`` on one plot, each with its n, and below it (on
+    the same score axis) each source's histogram of scores."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from usmtl.evaluation.calibration import reliability_curve
+    from usmtl.tasks import display_name
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, (ax, below) = plt.subplots(2, 1, sharex=True, figsize=(4.5, 5.5),
+                                    gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect")
-    for name, frame in frames.items():
-        curve = reliability_curve(frame[f"y_{task}"].to_numpy(float), frame[f"p_{task}"].to_numpy(float))
+    for i, (name, frame) in enumerate(frames.items()):
+        y, p = frame[f"y_{task}"].to_numpy(float), frame[f"p_{task}"].to_numpy(float)
+        curve = reliability_curve(y, p)
         curve = curve[curve["count"] > 0]
-        ax.plot(curve["mean_score"], curve["observed"], "-o", label=name,
-                markersize=3)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed rate",
-           title=f"Reliability: {task}")
+        ax.plot(curve["mean_score"], curve["observed"], "-o", label=f"{name} (n = {len(y)})",
+                markersize=3, color=f"C{i}")
+        below.hist(p, bins=np.linspace(0, 1, 11), histtype="step", color=f"C{i}")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed rate",
+           title=f"Reliability: {display_name(task, next(iter(frames.values())).attrs.get('display_names'))}")
     ax.legend(loc="upper left", fontsize=8)
+    below.set(xlabel="predicted probability", ylabel="images")
     save_figure(fig, path)
 
 

@@ -72,20 +72,16 @@ class ExplainError(UsmtlError):
 
 
 def task_heads(model) -> list[str]:
-    """Names of the model's tasks: its one-unit Dense layers, in model order (a conditional
-    child's head ``<task>_conditional`` by its task's name)."""
+    """Names of the model's tasks, in model order: its output names (a hinged or
+    conditional child's own Dense head is ``<task>_head`` or ``<task>_conditional``); for a
+    model without named outputs, its one-unit Dense layers."""
     import keras
 
-    from usmtl.model.hinge import ConditionalChild
-    from usmtl.model.multitask import CONDITIONAL_SUFFIX
-
-    conditional = {layer.name for layer in model.layers if isinstance(layer, ConditionalChild)}
-    names = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense) and layer.units == 1:
-            task = layer.name.removesuffix(CONDITIONAL_SUFFIX)
-            names.append(task if task in conditional else layer.name)
-    return names
+    if isinstance(model.output, dict):
+        order = {layer.name: i for i, layer in enumerate(model.layers)}
+        return sorted(model.output, key=lambda name: order.get(name, len(order)))
+    return [layer.name for layer in model.layers
+            if isinstance(layer, keras.layers.Dense) and layer.units == 1]
 
 
 # Layers before the backbone (augmentation, input scaling): 4-D, but a CAM there is no CAM.

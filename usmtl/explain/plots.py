@@ -2,8 +2,11 @@
 runs (the layout of Figure 6 of Li, Guo et al., Front. Physiol. 2022) and the radial profile
 (its Supplementary Figure S1).
 
-Heat runs from blue (0) to red (1) (matplotlib's ``jet``) over the grey RoI, with a colour
-bar. The annotated lesion is outlined in white: the mask's contour where the manifest has a
+Heat runs from black (0) through red to pale yellow (1) (matplotlib's ``inferno``,
+perceptually uniform and readable in greyscale and by colour-blind readers, unlike ``jet``)
+over the grey RoI, with a colour bar. Panel titles give the task's display name, its
+probability and its label ("label unknown" where the manifest has none). Figures are written
+in the formats and resolution of :func:`usmtl.evaluation.figures.figure_settings`. The annotated lesion is outlined in white: the mask's contour where the manifest has a
 mask, else the box, so a reader can tell heat on the lesion from heat on its margins.
 
 An all-zero map (no positive evidence for the head at the CAM layer: see
@@ -29,7 +32,7 @@ import os
 
 import numpy as np
 
-CMAP = "jet"
+CMAP = "inferno"
 ALPHA = 0.45
 EMPTY_TEXT = "no positive evidence"
 
@@ -67,9 +70,19 @@ def _figure(width: float, height: float, dpi: int = 100):
 
 
 def _save(fig, path: str) -> None:
+    """``path`` at the figures' dpi and the other formats of
+    :func:`~usmtl.evaluation.figures.figure_settings` beside it, unless the figure is marked
+    ``png_only`` (per-image overlays: one per image and task; the sheets are the paper's
+    figures)."""
+    from usmtl.evaluation.figures import figure_settings
+
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    formats, dpi = figure_settings()
+    stem, ext = os.path.splitext(path)
+    vector = () if getattr(fig, "png_only", False) else formats
+    for fmt in dict.fromkeys([ext.lstrip(".").lower() or "png", *vector]):
+        fig.savefig(f"{stem}.{fmt}", bbox_inches="tight", dpi=dpi)
 
 
 def _mappable():
@@ -119,8 +132,14 @@ def draw_heat(ax, roi: np.ndarray, cam: np.ndarray | None, outline=None,
 
 def _label_text(label) -> str:
     if label is None or (isinstance(label, float) and math.isnan(label)):
-        return "?"
-    return str(int(label))
+        return "label unknown"
+    return f"label {int(label)}"
+
+
+def _panel_title(task: str, p: float, label) -> str:
+    from usmtl.tasks import display_name
+
+    return f"{display_name(task)}\np = {p:.2f}, {_label_text(label)}"
 
 
 def save_overlay(path: str, roi: np.ndarray, cam: np.ndarray, title: str, outline=None,
@@ -139,13 +158,14 @@ def save_overlay(path: str, roi: np.ndarray, cam: np.ndarray, title: str, outlin
     bar.set_label("normalised response", fontsize=8)
     bar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9)
+    fig.png_only = True
     _save(fig, path)
 
 
 def save_contact_sheet(path: str, panels: list[Panel], tasks: list[str], title: str = "",
                        per_row: int | None = None) -> None:
     """A grid: per image, its RoI and then one overlay per task, titled with the task's
-    probability and label (``y=?`` when unknown); one colour bar for all. All-zero maps are
+    display name, probability and label ("label unknown" when unknown); one colour bar. All-zero maps are
     labelled (``Panel.empty_text``) and counted under the title."""
     if not panels:
         return
@@ -159,7 +179,7 @@ def save_contact_sheet(path: str, panels: list[Panel], tasks: list[str], title: 
     per_row = per_row or max(1, 8 // cells)
     rows = math.ceil(len(panels) / per_row)
     cols = per_row * cells
-    fig = _figure(1.6 * cols + 0.8, 1.75 * rows + 0.6)
+    fig = _figure(2.0 * cols + 0.8, 2.3 * rows + 0.6)
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -167,12 +187,12 @@ def save_contact_sheet(path: str, panels: list[Panel], tasks: list[str], title: 
         r, c = divmod(i, per_row)
         ax = axes[r, c * cells]
         draw_heat(ax, panel.roi, None, panel.outline)
-        ax.set_title(panel.stem, fontsize=7)
+        ax.set_title(panel.stem, fontsize=9)
         for k, task in enumerate(tasks):
             ax = axes[r, c * cells + 1 + k]
             draw_heat(ax, panel.roi, panel.maps.get(task), panel.outline, panel.empty_text)
             p = panel.probs.get(task, float("nan"))
-            ax.set_title(f"{task} p={p:.2f} y={_label_text(panel.labels.get(task))}", fontsize=7)
+            ax.set_title(_panel_title(task, p, panel.labels.get(task)), fontsize=9)
     bar = fig.colorbar(_mappable(), ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
     bar.set_label("normalised response", fontsize=8)
     if title:
@@ -192,13 +212,13 @@ def save_side_by_side(path: str, panels_a: list[Panel], panels_b: list[Panel], t
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
     for r, (a, b) in enumerate(zip(panels_a, panels_b)):
         draw_heat(axes[r, 0], a.roi, None, a.outline)
-        axes[r, 0].set_title(a.stem, fontsize=7)
+        axes[r, 0].set_title(a.stem, fontsize=9)
         for k, task in enumerate(tasks):
             for j, (panel, name) in enumerate(((a, names[0]), (b, names[1]))):
                 ax = axes[r, 1 + 2 * k + j]
                 draw_heat(ax, panel.roi, panel.maps.get(task), panel.outline, panel.empty_text)
-                ax.set_title(f"{name}\n{task} p={panel.probs.get(task, float('nan')):.2f} "
-                             f"y={_label_text(panel.labels.get(task))}", fontsize=7)
+                ax.set_title(f"{name}\n" + _panel_title(task, panel.probs.get(task, float("nan")),
+                                                         panel.labels.get(task)), fontsize=9)
     bar = fig.colorbar(_mappable(), ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
     bar.set_label("normalised response", fontsize=8)
     if title:

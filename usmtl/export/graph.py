@@ -3,8 +3,8 @@
 - :func:`float32_model`: a mixed-precision model is rebuilt under the float32 policy and
   given the same weights (its variables are float32 already), so exports compute in float32
   on any device; a float32 model is used as it is.
-- :func:`heads_model`: the task heads as outputs, bypassing the hierarchical hinge layer,
-  which only adds a training loss and passes its inputs through unchanged.
+- :func:`heads_model`: the task heads as outputs, bypassing the hierarchical hinge layers,
+  which only add a training loss and pass their inputs through unchanged.
 - :func:`resize_like_roi`: the in-graph resize of a uint8 RoI crop to the model's size, with
   the rule of :func:`usmtl.data.roi.crop_roi`: area averaging when the crop's shorter side is
   larger than the model's size, bilinear otherwise, rounded to whole grey levels (``crop_roi``
@@ -46,8 +46,10 @@ def float32_model(model: keras.Model, cfg) -> tuple[keras.Model, bool]:
 
 def heads_model(model: keras.Model, tasks: list[str]) -> keras.Model:
     """``{task: (batch, 1) probability}`` straight from the heads (named after the tasks)."""
+    from usmtl.model.multitask import probability_tensor
+
     try:
-        outputs = {name: model.get_layer(name).output for name in tasks}
+        outputs = {name: probability_tensor(model, name) for name in tasks}
     except ValueError:  # heads not named after tasks: use the model's own outputs
         return model
     return keras.Model(model.inputs, outputs, name=f"{model.name}_heads")

@@ -77,8 +77,11 @@ def convert(infer, tasks: list[str], size: int, quantize: str,
         with warnings.catch_warnings():
             # The calibrator uses tf.lite.Interpreter internally and warns about it.
             warnings.simplefilter("ignore", UserWarning)
+            from usmtl.console import third_party_output
+
             try:
-                blob = converter.convert()
+                with third_party_output():  # the converter's "fully_quantize: ..." lines
+                    blob = converter.convert()
             except Exception as exc:  # the converter raises ConverterError and friends
                 raise UsmtlError(f"TFLite conversion ({quantize}) failed: {exc}") from exc
             if quantize == "int8":
@@ -97,7 +100,10 @@ def _refuse_misquantized_flips(blob: bytes) -> None:
     """
     import tensorflow as tf
 
-    interpreter = tf.lite.Interpreter(model_content=blob)
+    from usmtl.console import third_party_output
+
+    with third_party_output():
+        interpreter = tf.lite.Interpreter(model_content=blob)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     bad = []
     for op in interpreter._get_ops_details():  # no public API lists a model's ops

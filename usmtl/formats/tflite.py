@@ -90,27 +90,37 @@ class TFLiteExport(ExportedModel):
         self._open()
         if batch and batch != self._shape[0]:
             try:  # the runner resizes its input to what it is given, if the model allows it
-                self._runner(**{self._input: np.zeros((batch,) + self._shape[1:], self._dtype)})
+                from usmtl.console import third_party_output
+
+                with third_party_output():
+                    self._runner(**{self._input: np.zeros((batch,) + self._shape[1:],
+                                                          self._dtype)})
                 self._shape = (batch,) + self._shape[1:]
             except Exception:  # a fixed batch: keep it (with a fresh interpreter)
                 self._open()
 
     def _open(self):
-        self._interpreter = _interpreter_class()(model_path=self.artifact,
-                                                 num_threads=self.threads)
-        signatures = self._interpreter.get_signature_list()
-        if signatures:
-            key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
-            self._runner = self._interpreter.get_signature_runner(key)
-        else:
-            self._runner = _PlainRunner(self._interpreter)
-        (self._input, detail), = self._runner.get_input_details().items()
-        self._shape = tuple(int(v) for v in detail["shape"])
-        self._dtype = detail["dtype"]
-        self._quant = detail.get("quantization", (0.0, 0))
+        from usmtl.console import third_party_output
+
+        # LiteRT prints "Created TensorFlow Lite XNNPACK delegate" on the first invocation:
+        # make that one here, with the output kept off the console.
+        with third_party_output():
+            self._interpreter = _interpreter_class()(model_path=self.artifact,
+                                                     num_threads=self.threads)
+            signatures = self._interpreter.get_signature_list()
+            if signatures:
+                key = ("serving_default" if "serving_default" in signatures
+                       else next(iter(signatures)))
+                self._runner = self._interpreter.get_signature_runner(key)
+            else:
+                self._runner = _PlainRunner(self._interpreter)
+            (self._input, detail), = self._runner.get_input_details().items()
+            self._shape = tuple(int(v) for v in detail["shape"])
+            self._dtype = detail["dtype"]
+            self._quant = detail.get("quantization", (0.0, 0))
+            outputs = self._runner(**{self._input: np.zeros(self._shape, self._dtype)})
         if not self.tasks:  # no side files: the model's outputs, whatever they are
-            zeros = np.zeros(self._shape, self._dtype)
-            self.tasks = sorted(self._runner(**{self._input: zeros}))
+            self.tasks = sorted(outputs)
         if self.image_size is None and self._shape[1] == self._shape[2]:
             self.image_size = self._shape[1]
 

@@ -2,7 +2,7 @@
 
 Backbones are built with ``input_tensor=`` so their layers live in the top-level functional
 graph, not nested as one layer: Grad-CAM tools need to reach the last convolutional block.
-The ``build_*`` functions here are the builders that :mod:`usmtl.model.registry` names
+The ``build_*`` functions here are the builders that :mod:`usmtl.registry` names
 (lazily, so that reading a config imports no Keras); the registry, not this module, says
 which backbones exist, their normalisation, minimum size and whether weights exist.
 """
@@ -18,7 +18,7 @@ from usmtl.errors import ConfigError
 # Saved models name RoiAugment too: importing this module (as load_run does) must register it
 # without relying on usmtl.model's __init__ doing so.
 from usmtl.model import augment as _augment  # noqa: F401
-from usmtl.model.registry import NORMALIZATION_MODES
+from usmtl.registry import NORMALIZATION_MODES
 
 
 @keras.saving.register_keras_serializable(package="usmtl")

@@ -64,8 +64,57 @@ class ConditionalChild(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="usmtl")
+class HingedChild(keras.layers.Layer):
+    """One parent -> child edge of the hinge: adds ``weight * mean(max(0, p_child - p_parent -
+    margin))`` to the model's losses and returns ``p_child`` unchanged.
+
+    Named after the child task, it makes the model's outputs (and ``model.output_names``) the
+    task names; the child's own sigmoid head is the layer before it. The edge terms of a
+    chain sum to :func:`hinge_value` over all edges. Computes in float32.
+
+    Args:
+        margin: the hinge margin ``m``.
+        weight: the loss weight ``lambda``.
+        parent_gradient: whether the hinge's gradient reaches the parent (the paper's: yes).
+
+    Example:
+        >>> import numpy as np
+        >>> layer = HingedChild(margin=0.1, weight=1.0)
+        >>> p_child = layer([np.array([[0.2]]), np.array([[0.9]])])
+        >>> round(float(p_child[0, 0]), 3), round(float(layer.losses[0]), 3)
+        (0.9, 0.6)
+    """
+
+    def __init__(self, margin: float = 0.1, weight: float = 0.05, parent_gradient: bool = True,
+                 **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.margin = float(margin)
+        self.weight = float(weight)
+        self.parent_gradient = bool(parent_gradient)
+
+    def call(self, inputs):
+        parent, child = inputs
+        self.add_loss(self.weight * hinge_value({"p": parent, "c": child}, [("p", "c")],
+                                                self.margin, self.parent_gradient))
+        return ops.cast(child, "float32")
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs[1].shape, "float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(margin=self.margin, weight=self.weight,
+                      parent_gradient=self.parent_gradient)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="usmtl")
 class HierarchicalHinge(keras.layers.Layer):
     """Adds ``weight * hinge_value(...)`` to the model's losses; passes its inputs through.
+
+    The layer of models saved before :class:`HingedChild`; kept so that their ``.keras``
+    files still load (their ``output_names`` read this layer's name for every task).
 
     Keras 3 has no model-level ``add_loss`` on symbolic tensors, so the loss is added inside
     ``call``. The layer computes in float32 even under a mixed-precision policy.

@@ -11,11 +11,12 @@ from keras import layers
 
 from usmtl.model.augment import RoiAugment
 from usmtl.model.backbones import InputNormalization
-from usmtl.model.hinge import ConditionalChild, HierarchicalHinge
-from usmtl.model.registry import get_backbone
+from usmtl.model.hinge import ConditionalChild, HingedChild
+from usmtl.registry import get_backbone
 from usmtl.tasks import TaskGraph
 
 POOL_LAYER = "pool"
+# Models saved before HingedChild had one hinge layer of this name wrapping every output.
 HINGE_LAYER = "hierarchical_hinge"
 AUGMENT_LAYER = "augment"
 # Not "normalization": Keras' EfficientNet has a layer of that name, and a functional model
@@ -25,6 +26,10 @@ NORMALIZATION_LAYER = "input_normalization"
 # model.child_output: conditional names a child's own sigmoid head <child>_conditional; the
 # layer named after the task multiplies it by the parent's probability.
 CONDITIONAL_SUFFIX = "_conditional"
+# With the hinge on, a child's own sigmoid head is <child>_head; the HingedChild layer named
+# after the task adds the edge's hinge loss and passes the probability through, so the
+# model's outputs are named after the tasks.
+HEAD_SUFFIX = "_head"
 
 
 def build_model(cfg) -> keras.Model:
@@ -33,7 +38,8 @@ def build_model(cfg) -> keras.Model:
     (Front. Physiol. 2022) on every parent -> child edge when ``model.hinge`` is on.
 
     Inputs are RGB images in [0, 255] of ``data.image_size`` pixels; outputs are a dict
-    ``{task name: probability of shape (batch, 1)}``. The input is float32, but feed uint8
+    ``{task name: probability of shape (batch, 1)}``, and ``model.output_names`` are the task
+    names. The input is float32, but feed uint8
     where you can (the training pipeline does): Keras casts it inside the compiled function,
     on the device, so a batch crosses from the host in a quarter of the bytes. With
     ``data.augment.enabled`` the first layer is :class:`~usmtl.model.augment.RoiAugment`,
@@ -42,7 +48,7 @@ def build_model(cfg) -> keras.Model:
 
     Args:
         cfg: the config; its tasks name the heads, ``model`` the backbone (a name of
-            :func:`usmtl.model.registry.backbone_names`), weights and hinge.
+            :func:`usmtl.registry.backbone_names`), weights and hinge.
 
     Returns:
         An uncompiled ``keras.Model`` (compile it with
@@ -57,8 +63,8 @@ def build_model(cfg) -> keras.Model:
         >>> cfg = load_config("paper", ["model.backbone=resnet_small", "model.weights=none",
         ...                             "data.image_size=64"])
         >>> model = build_model(cfg)
-        >>> sorted(model.output), model.get_layer("hierarchical_hinge").edges
-        (['alnm', 'malignancy'], [('malignancy', 'alnm')])
+        >>> sorted(model.output_names), type(model.get_layer("alnm")).__name__
+        (['alnm', 'malignancy'], 'HingedChild')
     """
     graph = TaskGraph.from_config(cfg.tasks)
     backbone = get_backbone(cfg.model.backbone)
@@ -75,20 +81,27 @@ def build_model(cfg) -> keras.Model:
     if cfg.model.dropout > 0:
         x = layers.Dropout(cfg.model.dropout, name="dropout")(x)
     conditional = cfg.model.child_output == "conditional"
+    # A conditional child never exceeds its parent: the hinge would add 0.
+    hinged = cfg.model.hinge and not conditional
     outputs = {}
     for task in _parents_first(graph):
-        if conditional and task.parent is not None:
+        if task.parent is None:
+            outputs[task.name] = layers.Dense(1, activation="sigmoid", dtype="float32",
+                                              name=task.name)(x)
+        elif conditional:
             q = layers.Dense(1, activation="sigmoid", dtype="float32",
                              name=task.name + CONDITIONAL_SUFFIX)(x)
             outputs[task.name] = ConditionalChild(name=task.name)([outputs[task.parent], q])
+        elif hinged:
+            p = layers.Dense(1, activation="sigmoid", dtype="float32",
+                             name=task.name + HEAD_SUFFIX)(x)
+            outputs[task.name] = HingedChild(cfg.model.hinge_margin, cfg.model.hinge_weight,
+                                             cfg.model.hinge_parent_gradient,
+                                             name=task.name)([outputs[task.parent], p])
         else:
             outputs[task.name] = layers.Dense(1, activation="sigmoid", dtype="float32",
                                               name=task.name)(x)
     outputs = {name: outputs[name] for name in graph.names}
-    # A conditional child never exceeds its parent: the hinge would add 0.
-    if cfg.model.hinge and graph.edges and not conditional:
-        outputs = HierarchicalHinge(graph.edges, cfg.model.hinge_margin, cfg.model.hinge_weight,
-                                    cfg.model.hinge_parent_gradient, name=HINGE_LAYER)(outputs)
     return keras.Model(inputs, outputs, name=cfg.name.replace(" ", "_"))
 
 
@@ -103,13 +116,25 @@ def _parents_first(graph: TaskGraph) -> list:
 
 
 def head_layer(model: keras.Model, task: str):
-    """The Dense layer whose sigmoid is ``task``'s own score: the task's layer, or with
-    ``model.child_output: conditional`` a child's conditional head (Grad-CAM explains that
-    logit; the product with the parent adds no image evidence of the child's own)."""
+    """The Dense layer whose sigmoid is ``task``'s own score: the task's layer, a hinged
+    child's ``<task>_head``, or with ``model.child_output: conditional`` a child's conditional
+    head (Grad-CAM explains that logit; the product with the parent adds no image evidence of
+    the child's own)."""
     layer = model.get_layer(task)
     if isinstance(layer, ConditionalChild):
         return model.get_layer(task + CONDITIONAL_SUFFIX)
+    if isinstance(layer, HingedChild):
+        return model.get_layer(task + HEAD_SUFFIX)
     return layer
+
+
+def probability_tensor(model: keras.Model, task: str):
+    """The symbolic tensor of ``task``'s probability that adds no training loss: a hinged
+    child's head output (the hinge passes it through unchanged), else the task's layer's."""
+    layer = model.get_layer(task)
+    if isinstance(layer, HingedChild):
+        return model.get_layer(task + HEAD_SUFFIX).output
+    return layer.output
 
 
 def last_conv_layer(model: keras.Model) -> str:

@@ -68,6 +68,7 @@ import time
 import numpy as np
 
 from usmtl.config import ExperimentConfig
+from usmtl.console import warn_once
 from usmtl.data.prepare import prepare_data
 from usmtl.errors import UsmtlError
 from usmtl.evaluation.metrics import binary_metrics
@@ -99,8 +100,9 @@ def _note(text: str) -> None:
     print(f"Note: {text}", file=sys.stderr, flush=True)
 
 
-def _warn(text: str) -> None:
-    print(f"warning: {text}", file=sys.stderr, flush=True)
+def _warn(text: str, key=None) -> None:
+    """Said once per command (``key``, default the text; see usmtl.console.warn_once)."""
+    warn_once(key or text, text)
 
 
 @dataclasses.dataclass
@@ -293,7 +295,7 @@ def _prepare(cfg, manifest_path, split_file):
                              f"labels of {manifest_path}, or choose another split "
                              f"(--set data.split_seed=..., --split-file)")
         _warn(f"task {name!r}: {why}; it is trained but left out of the best-checkpoint "
-              f"score (val_auc)")
+              f"score (val_auc)", key=("one training class", name))
     return data
 
 
@@ -453,8 +455,12 @@ def _train(cfg, data, run: Run, verbose, extra_callbacks, started, stop=None) ->
             inputs = _build_inputs(cfg, data, run, engine)
             model, jit, steps_per_execution = _build_model(cfg, strategy, inputs.steps, engine)
             callbacks = _build_callbacks(cfg, run, inputs, model, extra_callbacks, precision, engine)
-            if verbose == "auto":
-                verbose = 1 if sys.stdout.isatty() else 2
+            if verbose == "auto":  # a bar on a terminal, one short line per epoch else
+                verbose = 1 if sys.stdout.isatty() else "line"
+            if verbose == "line":
+                from usmtl.training.epoch_line import EpochLine
+
+                callbacks, verbose = callbacks + [EpochLine(cfg.train.epochs, data.graph.names)], 0
             engine.train(model, inputs.train_ds, strategy, epochs=cfg.train.epochs,
                          steps_per_epoch=inputs.steps, callbacks=callbacks, verbose=verbose,
                          steps_per_execution=steps_per_execution, jit_compile=jit, stop=stop)
@@ -611,7 +617,8 @@ def _scored_tasks(inputs: _Inputs) -> list[str]:
             what = "no known label" if len(classes) == 0 else \
                 f"only label {int(classes[0])} ({int(np.sum(~np.isnan(y)))} images)"
             _warn(f"task {name!r} has {what} among the validation images: its AUC is undefined "
-                  f"and left out of the best-checkpoint score (val_auc)")
+                  f"and left out of the best-checkpoint score (val_auc)",
+                  key=("no validation AUC", name))
             continue
         scored.append(name)
     return scored

@@ -14,7 +14,7 @@ graph: ``x`` the normalised ``(batch, size, size, 3)`` Keras tensor, ``weights``
 the 4-D feature map that global pooling reads (Grad-CAM's default layer).
 
 Example:
-    >>> from usmtl.model.registry import backbone_names, get_backbone
+    >>> from usmtl.registry import backbone_names, get_backbone
     >>> "resnet50" in backbone_names()
     True
     >>> info = get_backbone("resnet_small")
@@ -67,7 +67,7 @@ class BackboneInfo:
             ConfigError: the module cannot be imported or has no such function.
 
         Example:
-            >>> from usmtl.model.registry import BackboneInfo
+            >>> from usmtl.registry import BackboneInfo
             >>> info = BackboneInfo("demo", "math:sqrt", "unit", False, 32)
             >>> info.load_builder()(4.0)
             2.0
@@ -108,7 +108,7 @@ def register_backbone(name: str, builder: Union[str, Callable], *, normalization
         ValueError: an invalid field, or ``name`` taken and ``replace`` false.
 
     Example:
-        >>> from usmtl.model.registry import register_backbone, unregister_backbone
+        >>> from usmtl.registry import register_backbone, unregister_backbone
         >>> info = register_backbone("my_net", "my_package.nets:build_my_net",
         ...                          normalization="unit", pretrained_weights=False,
         ...                          min_input_size=64)
@@ -149,7 +149,7 @@ def unregister_backbone(name: str) -> None:
         name: the config name.
 
     Example:
-        >>> from usmtl.model.registry import unregister_backbone
+        >>> from usmtl.registry import unregister_backbone
         >>> unregister_backbone("never_registered")
     """
     _REGISTRY.pop(name, None)
@@ -162,7 +162,7 @@ def backbone_names() -> tuple[str, ...]:
         A tuple of names.
 
     Example:
-        >>> from usmtl.model.registry import backbone_names
+        >>> from usmtl.registry import backbone_names
         >>> backbone_names()[:2]
         ('resnet50', 'resnet_small')
     """
@@ -183,7 +183,7 @@ def get_backbone(name: str) -> BackboneInfo:
             with ``Received: <name>``.
 
     Example:
-        >>> from usmtl.model.registry import get_backbone
+        >>> from usmtl.registry import get_backbone
         >>> get_backbone("efficientnet_b0").normalization
         'none'
         >>> get_backbone("vgg16")  # doctest: +ELLIPSIS
