@@ -99,9 +99,9 @@ def _rows(summary, tasks, variants, interval, paper_lookup, cohort_of) -> tuple[
             if all(v is None for v in cells.values()):
                 continue
             first = next(v for v in cells.values() if v is not None)
-            record = {"task": task, "model": variant_name(variant),
-                      "cohort": cohort_of(first), "n_images": first.get("n_images"),
-                      "positives": first.get("positives")}
+            record = {"task": task, "model": variant_name(variant), "cohort": cohort_of(first),
+                      **{k: None if _nan(first.get(k)) else int(first[k])
+                         for k in ("n_images", "positives")}}
             texts = []
             for metric, heading in COLUMNS:
                 text = format_cell(cells[metric])
