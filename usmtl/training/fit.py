@@ -568,16 +568,17 @@ def _build_model(cfg, strategy, steps: int, engine):
 def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
                      precision: str, engine) -> list:
     """In this order: the guard against non-finite losses (first: no later callback sees a
-    bad epoch), validation and best checkpoint, early stopping, CSV history, TensorBoard
+    bad epoch), the per-epoch seeds (:mod:`usmtl.training.resume_state`), validation and best checkpoint, early stopping, CSV history, TensorBoard
     (TensorFlow only: its writer is TensorFlow's), the backup (to resume; after the
     history, so that a row is never missing for an epoch the backup holds), then the
     caller's callbacks."""
     import keras
 
     from usmtl.training.loop import crash_safe_backup, finite_guard
+    from usmtl.training.resume_state import epoch_seeds, resumable_early_stopping
 
     explain = _non_finite_explainer(cfg, run, precision)
-    callbacks = [finite_guard(explain)]
+    callbacks = [finite_guard(explain), epoch_seeds(cfg.train.seed)]
     if len(inputs.val_idx):
         scored = _scored_tasks(inputs)
         keep_best = cfg.train.checkpoint == "best"
@@ -589,8 +590,7 @@ def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
                                                    keep_best=keep_best, scored=scored,
                                                    explain=explain))
         if cfg.train.early_stopping > 0:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_auc", mode="max", patience=cfg.train.early_stopping))
+            callbacks.append(resumable_early_stopping(run.history_path, cfg.train.early_stopping))
     callbacks.append(keras.callbacks.CSVLogger(run.history_path, append=True))
     if engine.NAME == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(run.logs_dir, write_graph=False,
