@@ -591,6 +591,10 @@ def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
                                                    explain=explain))
         if cfg.train.early_stopping > 0:
             callbacks.append(resumable_early_stopping(run.history_path, cfg.train.early_stopping))
+    elif cfg.train.checkpoint == "best":
+        _warn(f"no validation images ({inputs.train_images} training images; the split gives "
+              f"no patient to val), so train.checkpoint=best cannot choose an epoch: the model "
+              f"kept (best.keras) is the last epoch's, and best.json says so")
     callbacks.append(keras.callbacks.CSVLogger(run.history_path, append=True))
     if engine.NAME == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(run.logs_dir, write_graph=False,
@@ -665,7 +669,9 @@ def _write_outputs(cfg, data, run: Run, model, inputs: _Inputs, engine) -> None:
         # train.checkpoint: last, or no validation set, or no AUC ever defined: the model
         # kept is the last epoch's.
         save_model_file(model, run.best_model)
-        run.write_json(BEST_STATE, {"epoch": cfg.train.epochs, "val_auc": None, "checkpoint": "last"})
+        why = {} if cfg.train.checkpoint == "last" else {"requested": "best", "why": "no validation images"
+                                                         if not len(inputs.val_idx) else "no validation AUC"}
+        run.write_json(BEST_STATE, {"epoch": cfg.train.epochs, "val_auc": None, "checkpoint": "last", **why})
     if len(inputs.val_idx):
         _write_validation(data, run, inputs, engine)
     # A file cache (data.cache disk, or auto on a large data set) is only needed to resume.
@@ -679,6 +685,7 @@ def _write_validation(data, run: Run, inputs: _Inputs, engine) -> None:
     frame = predictions_frame(manifest.frame["image"].to_numpy()[idx], manifest.patient_ids()[idx],
                               ["val"] * len(idx), probs, inputs.val_labels, data.graph.edges)
     write_csv_atomic(run.val_predictions_path, frame)
+    run.write_predictions_stamp("val")
     metrics = {name: binary_metrics(inputs.val_labels[name], probs[name]) for name in data.graph.names}
     run.write_json(VAL_METRICS, metrics)
 
