@@ -392,7 +392,8 @@ def markdown_report(report: dict, title: str, curves: dict | None = None) -> str
              f"{report['n_images']} images of {report['n_patients']} patients. Threshold "
              f"{report['threshold']}; 95% CIs from {report['bootstrap']} bootstrap resamples of "
              f"patients. Each task is scored within its cohort (n images with a known label).",
-             ""] + [f"- {note}" for note in report.get("notes", [])] + ["", "## Image level", "", markdown_table(report, "image"), "",
+             ""] + [f"- {note}" for note in report.get("notes", [])] + [
+             "", "## Image level", "", markdown_table(report, "image"), "",
              f"## Patient level (score = {report['patient_aggregation']} of a patient's images)",
              "", markdown_table(report, "patient"), ""]
     if any("image_youden" in e for e in report["tasks"].values()):
@@ -526,8 +527,8 @@ def write_report(report: dict, frame: pd.DataFrame, out_dir: str, title: str) ->
 def run_predictions(run_dir: str, manifest: str | None = None, split: str = "test",
                     calibrated: bool = True) -> pd.DataFrame:
     """Predictions of a run on one split of its manifest (cached as ``<split>_predictions.csv``
-    when the run's own manifest is used, and predicted again when that manifest or the split
-    changed since: :meth:`usmtl.run.Run.stale_predictions`), with the run's recalibration applied when it has one
+    when the run's own manifest is used; redone when :meth:`usmtl.run.Run.stale_predictions`
+    says), with the run's recalibration applied when it has one
     (``usmtl calibrate``; the cache holds the raw scores)."""
     from usmtl.evaluation.recalibrate import apply_calibration
     from usmtl.run import Run, write_csv_atomic
