@@ -204,3 +204,29 @@ def test_bad_evaluation_input(name, outcome, case, trained_run, phantoms, tmp_pa
     for word in words:
         assert word in output, f"{word!r} not in:\n{output}"
     assert figures_ok, output
+
+
+def test_stale_cache_of_a_run_without_a_model_is_refused(tmp_path):
+    """A cached prediction file is stamped with the manifest's hash; when the manifest
+    changed and there is no model to predict again (a radiomics run), evaluate refuses."""
+    from usmtl.config import config_from_dict
+    from usmtl.errors import UsmtlError
+    from usmtl.evaluation.evaluate import run_predictions
+    from usmtl.run import Run
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,patient_id,malignant\na.png,p1,1\nb.png,p2,0\n")
+    run = Run.create(str(tmp_path / "run"), config_from_dict(tiny_config_dict()), str(manifest),
+                     {"p1": "test", "p2": "test"})
+    pd.DataFrame({"image": ["a.png", "b.png"], "patient_id": ["p1", "p2"], "split": ["test"] * 2,
+                  "p_malignancy": [0.8, 0.3], "y_malignancy": [1.0, 0.0]}).to_csv(
+        run.predictions_path("test"), index=False)
+    assert "does not record" in run.stale_predictions("test")
+    run.write_predictions_stamp("test")
+    assert run.stale_predictions("test") is None
+    assert list(run_predictions(run.path, None, "test")["p_malignancy"]) == [0.8, 0.3]
+    manifest.write_text("image,patient_id,malignant\na.png,p1,0\nb.png,p2,0\n")
+    assert "manifest changed" in run.stale_predictions("test")
+    with pytest.raises(UsmtlError, match=r"cannot be reused \(the run's manifest changed.*"
+                                         r"holds no checkpoints/best.keras.*Received: "):
+        run_predictions(run.path, None, "test")

@@ -42,7 +42,8 @@ from usmtl.evaluation.metrics import METRICS, binary_metrics
 from usmtl.evaluation.predictions import prediction_tasks, read_predictions
 from usmtl.evaluation import stats
 from usmtl.evaluation.figures import save_figure
-from usmtl.evaluation.scope import hierarchy_on_one_scale, scores_note, scope_note, select_split
+from usmtl.evaluation.scope import (hierarchy_on_one_scale, require_model, scores_note, scope_note,
+                                    select_split)
 
 TEST_PREDICTIONS = "test_predictions.csv"
 
@@ -545,6 +546,7 @@ def run_predictions(run_dir: str, manifest: str | None = None, split: str = "tes
         from usmtl.predict import predict
 
         if own and os.path.isfile(cache):
+            require_model(run, cache, stale)
             print(f"Note: predicting the {split} split again: {stale}", file=sys.stderr)
         frame = predict(run_dir, manifest or run_manifest, split=split, calibrated=False)
         if own:

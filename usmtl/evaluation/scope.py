@@ -111,6 +111,20 @@ def check_other_manifest(run_dir: str, manifest: str, split: str) -> str:
     return f"{manifest}: {counts}; the {len(chosen)} scored are the run's own {split} images"
 
 
+def require_model(run, cache: str, stale: str) -> None:
+    """Refuse a stale cached prediction file of a run that holds no model to predict again
+    with (a radiomics run keeps its predictions only).
+
+    Raises:
+        UsmtlError: naming the cache, why it is stale and what to do.
+    """
+    if not os.path.isfile(run.best_model):
+        raise UsmtlError(f"{cache} cannot be reused ({stale}) and {run.path} holds no "
+                         f"checkpoints/best.keras to predict again with: fit it again on the "
+                         f"manifest as it is now (a radiomics run: usmtl radiomics fit). "
+                         f"Received: {run.manifest_path}")
+
+
 def calibration_state(frame: pd.DataFrame) -> dict[str, str]:
     """``{task: "calibrated" | "raw"}``: a calibrated task's raw score is kept as ``raw_<task>``
     (:func:`usmtl.evaluation.recalibrate.apply_calibration`, ``usmtl predict``)."""
