@@ -80,8 +80,14 @@ def test_apply_calibration_keeps_raw_scores_and_recomputes_violations():
     out = recalibrate.apply_calibration(frame, calibration, [("malignancy", "alnm")])
     assert list(out["raw_malignancy"]) == [0.45, 0.9]
     assert out["p_malignancy"].iloc[0] > 0.5  # shifted up by b = 2 on the logit scale
-    assert list(out["hierarchy_violation"]) == [0, 0]
+    # Only the parent is calibrated: the edge is checked on both raw scores (issue 23: a
+    # calibrated parent against a raw child measures the calibration, not the model).
+    assert list(out["hierarchy_violation"]) == [1, 0]
     assert recalibrate.apply_calibration(out, calibration) is out  # never twice
+    both = {**calibration, "tasks": {"malignancy": {"a": 1.0, "b": 2.0},
+                                     "alnm": {"a": 1.0, "b": 0.0}}}
+    out = recalibrate.apply_calibration(frame, both, [("malignancy", "alnm")])
+    assert list(out["hierarchy_violation"]) == [0, 0]  # both calibrated: on calibrated scores
 
 
 @pytest.mark.slow

@@ -303,6 +303,7 @@ def _fake_run(tmp_path, n_patients=40):
         frame = predictions_frame(part["image"], part["patient_id"], [name] * len(part), probs,
                                   {"malignancy": y, "alnm": alnm}, [("malignancy", "alnm")])
         frame.to_csv(run.predictions_path(name), index=False)
+        run.write_predictions_stamp(name)  # as evaluate does: the cache is of this manifest
     return run
 
 

@@ -476,8 +476,9 @@ def predict_command(model, input, box, split, out, batch_size, uncalibrated, tru
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
               help="For a run: evaluate on another manifest (default: the run's own). For a "
                    "prediction CSV: where --by columns are read, matched by image.")
-@click.option("--split", default="test", show_default=True,
-              type=click.Choice(["train", "val", "test"]))
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="For a run: the split scored (default test). For a prediction CSV: keep the "
+                   "rows of its split column (default: every row).")
 @click.option("--threshold", default=0.5, show_default=True)
 @click.option("--patient", "patient_how", default="mean", show_default=True,
               type=click.Choice(["mean", "max"]), help="A patient's score from its images.")
@@ -491,7 +492,8 @@ def predict_command(model, input, box, split, out, batch_size, uncalibrated, tru
                                          "config's cohorts itself.")
 @click.option("--val-predictions", type=click.Path(exists=True, dir_okay=False),
               help="For a prediction CSV: validation predictions for the Youden threshold.")
-@click.option("--out", type=click.Path(file_okay=False), help="For a prediction CSV: output folder.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: the run, "
+              "RUN/eval-<split>, or <csv>-eval).")
 @click.option("--skip-unlabelled", is_flag=True,
               help="Score only the tasks with labels (default: a task without labels is an error).")
 @click.option("--by", "by", multiple=True, metavar="COLUMN",
@@ -512,14 +514,17 @@ def evaluate_command(source, manifest, split, threshold, patient_how, n_boot, ed
 
     by = list(by) or None
     if os.path.isdir(source):
-        report = evaluate_run(source, manifest, split, threshold, patient_how, n_boot,
-                              skip_unlabelled=skip_unlabelled, by=by)
+        report = evaluate_run(source, manifest, split or "test", threshold, patient_how, n_boot,
+                              skip_unlabelled=skip_unlabelled, by=by, out_dir=out)
     else:
         out = out or os.path.splitext(source)[0] + "-eval"
         require_output_dir(out)
         report = evaluate_file(source, out, parse_edges(edges), threshold, val_predictions,
                                patient_how, n_boot, cohorts=parse_cohorts(cohorts),
-                               skip_unlabelled=skip_unlabelled, by=by, manifest=manifest)
+                               skip_unlabelled=skip_unlabelled, by=by, manifest=manifest,
+                               split=split)
+    for note in report.get("notes", []):
+        click.echo(note, err=True)
     for task, why in (report.get("skipped_tasks") or {}).items():
         click.echo(f"skipped {task}: {why}", err=True)
     click.echo(compact_table(report))

@@ -48,6 +48,7 @@ from usmtl.errors import UsmtlError
 from usmtl.evaluation.cells import cell
 from usmtl.evaluation import stats
 from usmtl.evaluation.metrics import METRICS, binary_metrics
+from usmtl.evaluation.scope import hierarchy_on_one_scale
 from usmtl.run import write_csv_atomic, write_json_atomic, write_text_atomic
 from usmtl.tasks import TaskGraph
 
@@ -92,7 +93,7 @@ def _run_metrics(frame: pd.DataFrame, graph: TaskGraph) -> list[dict]:
         m = binary_metrics(frame[f"y_{task}"], frame[f"p_{task}"])
         cohort = {"cohort": graph.cohort_text(task), "n_images": m["n"], "positives": m["positives"]}
         rows += [{"task": task, "metric": k, "value": m[k], **cohort} for k in METRICS]
-    for edge, r in stats.hierarchy_inconsistency(frame, graph.edges).items():
+    for edge, r in hierarchy_on_one_scale(frame, graph.edges)[0].items():
         rows += [{"task": edge, "metric": f"inconsistency_{kind}", "value": r[kind],
                   "cohort": "all", "n_images": r["n"], "positives": math.nan}
                  for kind in ("hard", "soft")]

@@ -9,7 +9,7 @@ needs the trainer to find them::
     checkpoints/best.keras (the model kept)  checkpoints/last.keras  checkpoints/best.json
     backup/ (the last complete epoch, to resume)  cache/ (a file cache, removed when finished)
     val_predictions.csv  val_metrics.json  <split>_predictions.csv (cached by evaluate; raw
-    scores)  calibration.json (usmtl calibrate: applied whenever the run's scores are read)
+    scores; <split>_predictions.json: the hashes of the manifest and split it was made from)  calibration.json (usmtl calibrate: applied whenever the run's scores are read)
     .lock  run.lock.json (while a process holds the run: its PID and host)
 
 ``run.json`` holds the manifest, the config's name and the status: ``running`` (in progress,
@@ -154,6 +154,20 @@ def _note(text: str) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+
+def file_sha256(path: str) -> str | None:
+    """The SHA-256 of a file's bytes (hex), or None when it cannot be read."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
 class Run:
     """A run directory (see the module docstring). ``Run(path)`` only names the files;
     :meth:`create` writes a new run and :meth:`open` checks that ``path`` is one."""
@@ -191,6 +205,37 @@ class Run:
     def predictions_path(self, split: str) -> str:
         """``<split>_predictions.csv``."""
         return self.file(f"{split}_predictions.csv")
+
+    def predictions_stamp(self) -> dict:
+        """What cached predictions were made from: the SHA-256 of the run's manifest and
+        split files, and ``scores: raw`` (a cache holds the heads' own scores; the run's
+        calibration is applied when read)."""
+        return {"manifest": self.manifest_path, "manifest_sha256": file_sha256(self.manifest_path),
+                "split_sha256": file_sha256(self.split_path), "scores": "raw"}
+
+    def write_predictions_stamp(self, split: str) -> None:
+        """Record beside ``<split>_predictions.csv`` what it was made from (call it after
+        writing the CSV)."""
+        write_json_atomic(self.file(f"{split}_predictions.json"), self.predictions_stamp())
+
+    def stale_predictions(self, split: str) -> str | None:
+        """Why the cached ``<split>_predictions.csv`` cannot be reused (missing, no stamp, the
+        manifest or split changed since), or None when it can."""
+        path, stamp = self.predictions_path(split), self.file(f"{split}_predictions.json")
+        if not os.path.isfile(path):
+            return "there is none"
+        if not os.path.isfile(stamp):
+            return f"{path} does not record the manifest it was made from"
+        try:
+            saved = read_json(stamp)
+        except (OSError, ValueError) as exc:
+            return f"{stamp} cannot be read ({exc})"
+        now = self.predictions_stamp()
+        changed = [name for name in ("manifest", "split")
+                   if saved.get(f"{name}_sha256") != now[f"{name}_sha256"]]
+        if changed:
+            return f"the run's {' and '.join(changed)} changed since {path} was written"
+        return None
 
     def model_path(self, which: str = "best") -> str:
         """``checkpoints/best.keras`` (the model kept) or ``checkpoints/last.keras``."""

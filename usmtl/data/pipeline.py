@@ -121,6 +121,53 @@ def roi_images(paths, boxes, data: DataConfig, cache: str | None = None,
     return dataset
 
 
+class TrainEpochs:
+    """The training data of each epoch: shuffled full batches whose order is a function of
+    ``(seed, epoch)`` alone (:func:`usmtl.seeds.epoch_seed`), so that a resumed fit sees
+    the order an uninterrupted one would have. Every epoch reads the same cached crops.
+
+    Args:
+        pairs: the unbatched ``(image, (y, sample_weight))`` dataset.
+        n: its number of elements.
+        batch_size: images per batch.
+        seed: the run's seed.
+    """
+
+    def __init__(self, pairs: tf.data.Dataset, n: int, batch_size: int, seed: int = 0):
+        self.pairs, self.n, self.batch_size, self.seed = pairs, int(n), int(batch_size), int(seed)
+        self.element_spec = self.for_epoch(0).element_spec
+
+    def _batched(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        # Full batches keep shapes static (one compiled step) and BatchNorm statistics sane.
+        dataset = dataset.batch(self.batch_size, drop_remainder=self.n > self.batch_size)
+        return dataset.map(lambda x, t: (x, *t)).prefetch(tf.data.AUTOTUNE)
+
+    def for_epoch(self, epoch: int) -> tf.data.Dataset:
+        """The batches of ``epoch`` (0-based), in the same order on every call."""
+        from usmtl.seeds import epoch_seed
+
+        return self._batched(self.pairs.shuffle(self.n, seed=epoch_seed(self.seed, epoch),
+                                                reshuffle_each_iteration=False))
+
+    def reshuffled(self) -> tf.data.Dataset:
+        """One dataset reshuffled at each iteration (for a benchmark, not a resumable fit)."""
+        return self._batched(self.pairs.shuffle(self.n, seed=self.seed,
+                                                reshuffle_each_iteration=True))
+
+
+def make_train_epochs(labels: dict[str, np.ndarray], data: DataConfig, batch_size: int,
+                      seed: int = 0, balance: bool = False, cache_dir: str | None = None,
+                      name: str = "images", crops: Crops | None = None,
+                      paths=None, boxes=None, where: list[str] | None = None) -> TrainEpochs:
+    """The :class:`TrainEpochs` of ``crops`` (or of ``paths`` and ``boxes``) and ``labels``;
+    the arguments are those of :func:`make_dataset`."""
+    images = roi_images(paths, boxes, data, cache_dir=cache_dir, name=name, where=where,
+                        crops=crops)
+    y, weights = targets(labels, balance=balance)
+    pairs = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices((y, weights)))
+    return TrainEpochs(pairs, len(y[next(iter(y))]), batch_size, seed)
+
+
 def make_dataset(paths, boxes, labels: dict[str, np.ndarray] | None, data: DataConfig,
                  batch_size: int, training: bool, seed: int = 0, balance: bool = False,
                  cache_dir: str | None = None, name: str = "images",
@@ -134,7 +181,8 @@ def make_dataset(paths, boxes, labels: dict[str, np.ndarray] | None, data: DataC
             None for images only.
         data: the config's data section (size, margin, cache, augmentation settings).
         batch_size: images per batch.
-        training: shuffle and drop the last partial batch.
+        training: shuffle (again at each iteration) and drop the last partial batch; a
+            resumable fit uses :func:`make_train_epochs` instead.
         seed: the shuffle seed.
         balance: weight each task's positives by negatives/positives.
         cache_dir, name: where the file cache goes when ``data.cache`` asks for one.
@@ -149,17 +197,13 @@ def make_dataset(paths, boxes, labels: dict[str, np.ndarray] | None, data: DataC
         ImageDecodeError: when iterated, an image that cannot be read, named by ``where``
             (see :func:`roi_images`; the training loop turns it into a ``UsmtlError``).
     """
+    if labels is not None and training:
+        return make_train_epochs(labels, data, batch_size, seed, balance, cache_dir, name,
+                                 crops, paths, boxes, where).reshuffled()
     images = roi_images(paths, boxes, data, cache_dir=cache_dir, name=name, where=where,
                         crops=crops)
     if labels is None:
         return images.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     y, weights = targets(labels, balance=balance)
     dataset = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices((y, weights)))
-    if training:
-        dataset = dataset.shuffle(len(y[next(iter(y))]), seed=seed, reshuffle_each_iteration=True)
-        # Full batches keep shapes static (one compiled step) and BatchNorm statistics sane.
-        drop = len(y[next(iter(y))]) > batch_size
-        dataset = dataset.batch(batch_size, drop_remainder=drop)
-    else:
-        dataset = dataset.batch(batch_size)
-    return dataset.map(lambda x, t: (x, *t)).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).map(lambda x, t: (x, *t)).prefetch(tf.data.AUTOTUNE)

@@ -107,7 +107,10 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.5,
             ``skip_unlabelled``: it is left out), or no shared task has labels.
     """
     require_threshold(threshold)
+    from usmtl.evaluation.scope import calibration_state
+
     cohorts = cohorts or {}
+    scores = (calibration_state(a), calibration_state(b))
     joined = align(a, b, names)
     tasks = [t for t in prediction_tasks(a) if t in prediction_tasks(b)]
     if not tasks:
@@ -130,6 +133,7 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.5,
             "n": int(known.sum()),
             "delong": stats.delong_test(y, pa, pb),
             "mcnemar": stats.mcnemar_test(y[known], pa[known] >= threshold, pb[known] >= threshold),
+            "scores": {"a": scores[0][task], "b": scores[1][task]},
         }
     return result
 
@@ -147,8 +151,9 @@ def compare(a: str, b: str, threshold: float = 0.5, split: str = "test",
         skip_unlabelled: compare only the shared tasks with labels instead of refusing.
 
     Returns:
-        ``{task: {"cohort", "n", "delong": {...}, "mcnemar": {...}}}`` over the images
-        labelled in both.
+        ``{task: {"cohort", "n", "delong": {...}, "mcnemar": {...}, "scores": {"a", "b"}}}``
+        over the images labelled in both; ``scores`` is ``calibrated`` or ``raw`` (a run's
+        ``usmtl calibrate``), and :func:`format_comparison` warns where they differ.
 
     Raises:
         UsmtlError: different images, no shared task, or a shared task without labels
@@ -175,4 +180,23 @@ def format_comparison(result: dict, names=("A", "B")) -> str:
         lines.append(f"| {task} | {r.get('cohort', 'as labelled')} | {r['n']} | "
                      f"{cell(d['auc_a'])} | {cell(d['auc_b'])} | {diff} | {cell(d['p'], '.3g')} | "
                      f"{cell(m['acc_a'])} | {cell(m['acc_b'])} | {cell(m['p'], '.3g')} |")
-    return "\n".join(lines)
+    return "\n".join(lines + calibration_lines(result, names))
+
+
+def calibration_lines(result: dict, names=("A", "B")) -> list[str]:
+    """The scores each side's figures are of, and a warning for each task compared with
+    calibrated scores on one side and raw on the other."""
+    lines = []
+    for key, name in (("a", names[0]), ("b", names[1])):
+        calibrated = [t for t, r in result.items() if r.get("scores", {}).get(key) == "calibrated"]
+        lines.append(f"Scores of {name}: " + (f"calibrated for {', '.join(calibrated)}, raw for "
+                                              f"the rest" if calibrated else "raw"))
+    for task, r in result.items():
+        a, b = r.get("scores", {}).get("a"), r.get("scores", {}).get("b")
+        if a != b:
+            lines.append(f"WARNING: {task}: {names[0]} is {a} and {names[1]} is {b}. DeLong's AUC "
+                         f"difference is unaffected (a recalibration is monotone), but the "
+                         f"accuracies and McNemar's test put a recalibrated and a raw score at "
+                         f"the same threshold. Calibrate both runs, or neither ('usmtl calibrate "
+                         f"RUN --remove').")
+    return lines

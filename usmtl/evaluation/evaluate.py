@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,8 @@ from usmtl.evaluation.predictions import prediction_tasks, read_predictions, req
 from usmtl.evaluation import stats
 from usmtl.evaluation.roc_plot import plot_rocs
 from usmtl.tasks import display_name, display_names
+from usmtl.evaluation.scope import (hierarchy_on_one_scale, require_model, scores_note, scope_note,
+                                    select_split)
 
 TEST_PREDICTIONS = "test_predictions.csv"
 
@@ -229,7 +232,8 @@ def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
         entry["calibration"] = calibration_metrics(y, p, patients, n_boot, seed)
         entry["operating_points"] = operating_points(y, p, patients, vy, vp, targets, n_boot, seed)
         report["tasks"][task] = entry
-    report["inconsistency"] = stats.hierarchy_inconsistency(frame, list(edges), threshold)
+    report["inconsistency"], notes = hierarchy_on_one_scale(frame, list(edges), threshold)
+    report["notes"] = [scores_note(frame)] + notes
     report["subgroups"] = {}
     for column in by:
         values = frame[column].to_numpy()
@@ -393,6 +397,7 @@ def markdown_report(report: dict, title: str, curves: dict | None = None) -> str
              f"{report['n_images']} images of {report['n_patients']} patients. Threshold "
              f"{report['threshold']}; 95% CIs from {report['bootstrap']} bootstrap resamples of "
              f"patients. Each task is scored within its cohort (n images with a known label).",
+             ""] + [f"- {note}" for note in report.get("notes", [])] + [
              "", "## Image level", "", markdown_table(report, "image"), "",
              f"## Patient level (score = {report['patient_aggregation']} of a patient's images)",
              "", markdown_table(report, "patient"), ""]
@@ -495,7 +500,8 @@ def write_report(report: dict, frame: pd.DataFrame, out_dir: str, title: str) ->
 def run_predictions(run_dir: str, manifest: str | None = None, split: str = "test",
                     calibrated: bool = True) -> pd.DataFrame:
     """Predictions of a run on one split of its manifest (cached as ``<split>_predictions.csv``
-    when the run's own manifest is used), with the run's recalibration applied when it has one
+    when the run's own manifest is used; redone when :meth:`usmtl.run.Run.stale_predictions`
+    says), with the run's recalibration applied when it has one
     (``usmtl calibrate``; the cache holds the raw scores)."""
     from usmtl.evaluation.recalibrate import apply_calibration
     from usmtl.run import Run, write_csv_atomic
@@ -505,14 +511,19 @@ def run_predictions(run_dir: str, manifest: str | None = None, split: str = "tes
     run_manifest = run.manifest_path
     own = manifest is None or os.path.abspath(manifest) == run_manifest
     cache = run.predictions_path(split)
-    if own and os.path.isfile(cache):
+    stale = run.stale_predictions(split) if own else None
+    if own and stale is None:
         frame = read_predictions(cache)
     else:
         from usmtl.predict import predict
 
+        if own and os.path.isfile(cache):
+            require_model(run, cache, stale)
+            print(f"Note: predicting the {split} split again: {stale}", file=sys.stderr)
         frame = predict(run_dir, manifest or run_manifest, split=split, calibrated=False)
         if own:
             write_csv_atomic(cache, frame)
+            run.write_predictions_stamp(split)
     edges = TaskGraph.from_config(run.config().tasks).edges
     return apply_calibration(frame, run.calibration() if calibrated else None, edges)
 
@@ -625,10 +636,12 @@ def run_manifest_rows(run_dir: str, manifest: str | None = None, split: str = "t
 def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
                  threshold: float = 0.5, patient_how: str = "mean", n_boot: int = 1000,
                  seed: int = 0, skip_unlabelled: bool = False,
-                 by: list[str] | None = None) -> dict:
+                 by: list[str] | None = None, out_dir: str | None = None) -> dict:
     """Evaluate a run directory on a split; writes metrics.json, metrics.csv, report.md, ROC
-    curves, calibration, operating points and decision curves into it (into
-    ``RUN/eval-<split>`` for another manifest), and subgroup tables with ``by``.
+    curves, calibration, operating points and decision curves into ``out_dir`` (default the
+    run, or ``RUN/eval-<split>`` for another split or manifest), and subgroup tables with
+    ``by``. Another manifest must list the run's own images for its patients of ``split``
+    (:func:`usmtl.evaluation.scope.check_other_manifest`).
 
     Args:
         run_dir: a finished run directory.
@@ -662,8 +675,12 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
     from usmtl.run import Run
     from usmtl.tasks import TaskGraph
 
-    tasks = Run.open(run_dir).config().tasks
+    from usmtl.evaluation.scope import check_other_manifest
+
+    run = Run.open(run_dir)
+    tasks = run.config().tasks
     graph = TaskGraph.from_config(tasks)
+    other = check_other_manifest(run_dir, manifest, split) if manifest else ""
     frame = run_predictions(run_dir, manifest, split)
     source = f"{run_dir} ({split} split of {manifest or 'its manifest'})"
     if _needed(frame, by):
@@ -675,7 +692,10 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
     cohorts = {name: graph.cohort_text(name) for name in graph.names}
     report = evaluate_predictions(frame, graph.edges, threshold, val_frame, patient_how, n_boot, seed,
                                   cohorts, skip_unlabelled, source, by=by)
-    out = run_dir if manifest is None and split == "test" else os.path.join(run_dir, f"eval-{split}")
+    report["notes"] = [scope_note(frame, source, split), scores_note(frame, run.calibration())] \
+        + ([other] if other else []) + report["notes"][1:]
+    out = out_dir or (run_dir if manifest is None and split == "test"
+                      else os.path.join(run_dir, f"eval-{split}"))
     frame.attrs["display_names"] = display_names(tasks)  # figure titles (roc_plot and others)
     write_report(report, frame, out, f"Evaluation of {os.path.basename(os.path.abspath(run_dir))} "
                                      f"on the {split} split")
@@ -687,7 +707,7 @@ def evaluate_file(predictions: str, out_dir: str, edges=(), threshold: float = 0
                   val_predictions: str | None = None, patient_how: str = "mean",
                   n_boot: int = 1000, seed: int = 0, cohorts: dict[str, str] | None = None,
                   skip_unlabelled: bool = False, by: list[str] | None = None,
-                  manifest: str | None = None) -> dict:
+                  manifest: str | None = None, split: str | None = None) -> dict:
     """Evaluate any prediction CSV (a CNN run's, the radiomics baseline's, an export's).
 
     ``cohorts`` (``{"alnm": "malignancy"}``) scores each child only where its parent's label
@@ -709,9 +729,10 @@ def evaluate_file(predictions: str, out_dir: str, edges=(), threshold: float = 0
         skip_unlabelled: score only the tasks with labels instead of refusing.
         by: columns forming subgroups: from the prediction CSV, else from ``manifest``.
         manifest: a manifest CSV the ``by`` columns are read from, matched by ``image``.
+        split: score only the rows whose ``split`` column is this (None: every row).
 
     Returns:
-        The report, as :func:`evaluate_run`'s.
+        The report, as :func:`evaluate_run`'s (``notes`` says what was scored).
 
     Raises:
         UsmtlError: a task without labels (unless ``skip_unlabelled``); a ``by`` column in
@@ -726,7 +747,8 @@ def evaluate_file(predictions: str, out_dir: str, edges=(), threshold: float = 0
         0.41
     """
     cohorts = cohorts or {}
-    frame = restrict_to_cohorts(read_predictions(predictions), cohorts)
+    everything = read_predictions(predictions)
+    frame = restrict_to_cohorts(select_split(everything, split, predictions), cohorts)
     frame = merge_manifest_columns(frame, by, manifest, predictions)
     val_frame = read_predictions(val_predictions) if val_predictions else None
     if val_frame is not None:
@@ -734,6 +756,7 @@ def evaluate_file(predictions: str, out_dir: str, edges=(), threshold: float = 0
     described = {child: f"{parent} = 1" for child, parent in cohorts.items()}
     report = evaluate_predictions(frame, edges, threshold, val_frame, patient_how, n_boot, seed,
                                   described, skip_unlabelled, predictions, by=by)
+    report["notes"].insert(0, scope_note(frame, predictions, split, len(everything)))
     write_report(report, frame, out_dir, f"Evaluation of {os.path.basename(predictions)}")
     report["out_dir"] = out_dir
     return report

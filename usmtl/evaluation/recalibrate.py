@@ -139,7 +139,8 @@ def apply_calibration(frame: pd.DataFrame, calibration: dict | None, edges=(),
                       threshold: float = 0.5) -> pd.DataFrame:
     """A copy of a prediction frame with ``p_<task>`` calibrated and the raw score kept as
     ``raw_<task>``; the frame itself when ``calibration`` is None or already applied. The
-    hierarchy-violation columns are recomputed on the calibrated scores over ``edges``."""
+    hierarchy-violation columns are recomputed over ``edges`` on the calibrated scores, or
+    on both raw scores for an edge whose child or parent was not recalibrated."""
     if not calibration or any(c.startswith("raw_") for c in frame.columns):
         return frame
     from usmtl.evaluation.predictions import prediction_tasks, violations
@@ -151,9 +152,22 @@ def apply_calibration(frame: pd.DataFrame, calibration: dict | None, edges=(),
             out.insert(out.columns.get_loc(f"p_{task}") + 1, f"raw_{task}", raw)
             out[f"p_{task}"] = apply_task(params, raw)
     if edges and "hierarchy_violation" in out:
-        probs = {t: out[f"p_{t}"].to_numpy(float) for t in prediction_tasks(out)}
-        flags, which, excess = violations(probs, edges, threshold)
-        out["hierarchy_violation"], out["violated_edges"] = flags.astype(int), which
+        from usmtl.evaluation.scope import one_scale_frame
+
+        tasks = set(prediction_tasks(out))
+        flags, which, excess = np.zeros(len(out), bool), [[] for _ in range(len(out))], np.nan
+        for parent, child in edges:
+            if parent not in tasks or child not in tasks:
+                continue
+            # Where only one of the two is recalibrated, both raw scores (one scale).
+            pair = one_scale_frame(out, parent, child)
+            f, w, e = violations({t: pair[f"p_{t}"].to_numpy() for t in (parent, child)},
+                                 [(parent, child)], threshold)
+            flags |= f
+            excess = np.fmax(excess, e)
+            for i in np.flatnonzero(f):
+                which[i].append(w[i])
+        out["hierarchy_violation"], out["violated_edges"] = flags.astype(int), [";".join(v) for v in which]
         out["hierarchy_excess"] = excess
     return out
 

@@ -276,6 +276,7 @@ def _write_outputs(run, inputs: _Inputs, fitted: dict, skipped_tasks: dict,
     for split in ("val", "test"):
         part = frame[frame["split"] == split]
         write_csv_atomic(run.predictions_path(split), part)
+        run.write_predictions_stamp(split)
         for name in probs:
             summary[name][f"{split}_metrics"] = binary_metrics(
                 part[f"y_{name}"].to_numpy(float), part[f"p_{name}"].to_numpy(float))

@@ -574,16 +574,17 @@ def _build_model(cfg, strategy, steps: int, engine):
 def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
                      precision: str, engine) -> list:
     """In this order: the guard against non-finite losses (first: no later callback sees a
-    bad epoch), validation and best checkpoint, early stopping, CSV history, TensorBoard
+    bad epoch), the per-epoch seeds (:mod:`usmtl.training.resume_state`), validation and best checkpoint, early stopping, CSV history, TensorBoard
     (TensorFlow only: its writer is TensorFlow's), the backup (to resume; after the
     history, so that a row is never missing for an epoch the backup holds), then the
     caller's callbacks."""
     import keras
 
     from usmtl.training.loop import crash_safe_backup, finite_guard
+    from usmtl.training.resume_state import epoch_seeds, resumable_early_stopping
 
     explain = _non_finite_explainer(cfg, run, precision)
-    callbacks = [finite_guard(explain)]
+    callbacks = [finite_guard(explain), epoch_seeds(cfg.train.seed)]
     if len(inputs.val_idx):
         scored = _scored_tasks(inputs)
         keep_best = cfg.train.checkpoint == "best"
@@ -595,8 +596,11 @@ def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
                                                    keep_best=keep_best, scored=scored,
                                                    explain=explain))
         if cfg.train.early_stopping > 0:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_auc", mode="max", patience=cfg.train.early_stopping))
+            callbacks.append(resumable_early_stopping(run.history_path, cfg.train.early_stopping))
+    elif cfg.train.checkpoint == "best":
+        _warn(f"no validation images ({inputs.train_images} training images; the split gives "
+              f"no patient to val), so train.checkpoint=best cannot choose an epoch: the model "
+              f"kept (best.keras) is the last epoch's, and best.json says so")
     callbacks.append(keras.callbacks.CSVLogger(run.history_path, append=True))
     if engine.NAME == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(run.logs_dir, write_graph=False,
@@ -672,7 +676,9 @@ def _write_outputs(cfg, data, run: Run, model, inputs: _Inputs, engine) -> None:
         # train.checkpoint: last, or no validation set, or no AUC ever defined: the model
         # kept is the last epoch's.
         save_model_file(model, run.best_model)
-        run.write_json(BEST_STATE, {"epoch": cfg.train.epochs, "val_auc": None, "checkpoint": "last"})
+        why = {} if cfg.train.checkpoint == "last" else {"requested": "best", "why": "no validation images"
+                                                         if not len(inputs.val_idx) else "no validation AUC"}
+        run.write_json(BEST_STATE, {"epoch": cfg.train.epochs, "val_auc": None, "checkpoint": "last", **why})
     if len(inputs.val_idx):
         _write_validation(data, run, inputs, engine)
     # A file cache (data.cache disk, or auto on a large data set) is only needed to resume.
@@ -686,6 +692,7 @@ def _write_validation(data, run: Run, inputs: _Inputs, engine) -> None:
     frame = predictions_frame(manifest.frame["image"].to_numpy()[idx], manifest.patient_ids()[idx],
                               ["val"] * len(idx), probs, inputs.val_labels, data.graph.edges)
     write_csv_atomic(run.val_predictions_path, frame)
+    run.write_predictions_stamp("val")
     metrics = {name: binary_metrics(inputs.val_labels[name], probs[name]) for name in data.graph.names}
     run.write_json(VAL_METRICS, metrics)
 

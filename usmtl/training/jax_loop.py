@@ -120,7 +120,7 @@ def resolve_steps_per_execution(setting, steps_per_epoch: int) -> int:
 
 class ArrayBatches(keras.utils.PyDataset):
     """Shuffled full batches of ``(uint8 images, {task: y}, {task: sample weight})`` from
-    arrays in memory; epoch ``e``'s order is a permutation seeded by ``seed + e``, so a
+    arrays in memory; epoch ``e``'s order is a permutation seeded by ``epoch_seed(seed, e)``, so a
     resumed run sees the order a straight one would have (:meth:`set_epoch`). With fewer
     images than a batch, one batch of all of them."""
 
@@ -133,7 +133,10 @@ class ArrayBatches(keras.utils.PyDataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        self.order = np.random.default_rng(self.seed + int(epoch)).permutation(len(self.images))
+        from usmtl.seeds import epoch_seed
+
+        rng = np.random.default_rng(epoch_seed(self.seed, epoch))
+        self.order = rng.permutation(len(self.images))
 
     def __len__(self) -> int:
         return self.steps

@@ -169,12 +169,13 @@ def devices() -> list[str]:
 
 def make_train_data(crops, labels: dict, data, batch_size: int, seed: int = 0,
                     balance: bool = False, cache_dir: str | None = None, name: str = "train"):
-    """The training ``tf.data`` pipeline of ``crops`` (a :class:`usmtl.data.crops.Crops`):
-    shuffled full batches of ``(image, y, sample_weight)``, cached as ``data.cache`` says."""
-    from usmtl.data.pipeline import make_dataset
+    """The training ``tf.data`` pipelines of ``crops`` (a :class:`usmtl.data.crops.Crops`),
+    one per epoch (:class:`usmtl.data.pipeline.TrainEpochs`): shuffled full batches of
+    ``(image, y, sample_weight)``, cached as ``data.cache`` says."""
+    from usmtl.data.pipeline import make_train_epochs
 
-    return make_dataset(None, None, labels, data, batch_size, training=True, seed=seed,
-                        balance=balance, cache_dir=cache_dir, name=name, crops=crops)
+    return make_train_epochs(labels, data, batch_size, seed=seed, balance=balance,
+                             cache_dir=cache_dir, name=name, crops=crops)
 
 
 def make_eval_data(crops, data, batch_size: int, cache_dir: str | None = None,
@@ -284,7 +285,8 @@ def _python_logs(logs) -> dict:
 def train(model, dataset, strategy, *, epochs: int, steps_per_epoch: int, callbacks=(),
           verbose=2, steps_per_execution: int = 1, jit_compile: bool = False, stop=None):
     """Train a compiled ``model`` on ``dataset`` (batches of ``(x, y, sample_weight)``,
-    exactly ``steps_per_epoch`` per epoch) under ``strategy``; returns the History.
+    exactly ``steps_per_epoch`` per epoch; a ``TrainEpochs`` gives each epoch its own
+    order) under ``strategy``; returns the History.
 
     The model and its optimizer must have been created under ``strategy.scope()``.
     ``stop``: a :class:`StopSignals` (anything with a ``requested`` attribute): once it is
@@ -301,7 +303,7 @@ def train(model, dataset, strategy, *, epochs: int, steps_per_epoch: int, callba
         verbose=verbose, epochs=epochs, steps=steps_per_epoch)
     with strategy.scope():
         build_for_training(model, dataset.element_spec)
-    distributed = prepare_dataset(dataset, strategy)
+    distributed = None if hasattr(dataset, "for_epoch") else prepare_dataset(dataset, strategy)
     run = make_step_function(model, strategy, jit_compile)
     sync = make_sync_function(model, strategy)
 
@@ -316,6 +318,8 @@ def train(model, dataset, strategy, *, epochs: int, steps_per_epoch: int, callba
                 raise StopRequested(stop.requested, epoch, finished=False)
             model.reset_metrics()
             callback_list.on_epoch_begin(epoch)
+            if hasattr(dataset, "for_epoch"):  # TrainEpochs: the order of this epoch
+                distributed = prepare_dataset(dataset.for_epoch(epoch), strategy)
             iterator = iter(distributed)
             step, logs = 0, {}
             while step < steps_per_epoch:
