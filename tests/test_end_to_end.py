@@ -163,3 +163,19 @@ def test_busbra_import_and_short_fit(tmp_path, busbra_root):
     result = fit(cfg, str(tmp_path / "subset.csv"), str(tmp_path / "run"), verbose=0)
     assert set(result.val_metrics) == {"malignancy", "birads5"}
     assert result.val_metrics["malignancy"]["n"] > 0
+
+
+@pytest.mark.parametrize("group", [[], ["import"], ["radiomics"], ["bench"]])
+def test_help_lists_whole_first_sentences(group):
+    """click cut each command's line at the terminal's width with '...'; the listing keeps the
+    whole first sentence of every command's help, wrapped."""
+    from click.testing import CliRunner
+
+    from usmtl.cli import main
+
+    result = CliRunner().invoke(main, group + ["--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    listing = result.output.split("Commands:")[1]
+    assert "..." not in listing
+    assert all(line.rstrip().endswith((".", ",", ")")) or not line.strip() or
+               line.startswith("    ") for line in listing.splitlines()[-1:])

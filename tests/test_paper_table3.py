@@ -139,3 +139,10 @@ def test_table4_maps_thresholds_to_the_papers_rows():
     ({"mean": 0.5, "sd": 0.01, "ci_low": math.nan, "ci_high": 0.6}, "0.500 ± 0.010")])
 def test_table3_cell_edge_cases(values, text):
     assert format_cell(values) == text
+
+
+def test_table3_cell_says_when_defined_in_fewer_repeats():
+    one = {"mean": 1.0, "sd": float("nan"), "n": 1}
+    assert format_cell(one, repeats=2) == "1.000 (1 of 2 repeats)"
+    assert format_cell({**one, "n": 2, "sd": 0.0, "ci_low": 1.0, "ci_high": 1.0},
+                       repeats=2) == "1.000 ± 0.000 (1.000, 1.000)"

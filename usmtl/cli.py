@@ -16,7 +16,7 @@ import click
 
 from usmtl.cli_errors import friendly_errors as _friendly_errors
 from usmtl.cli_errors import trust_option as _trust_option
-from usmtl.cli_options import console_options, figure_options
+from usmtl.cli_options import WholeSentenceGroup, console_options, figure_options
 from usmtl.evaluation.cells import cell
 
 # Preset names (usmtl.presets): shipped inside the package, so they work from a wheel too.
@@ -57,7 +57,7 @@ def _quiet_tensorflow():
         os.close(saved)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=WholeSentenceGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="usmtl")
 @click.option("--verbose", is_flag=True,
               help="Show TensorFlow's own logging (same as USMTL_LOG_LEVEL=info).")

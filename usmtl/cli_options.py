@@ -52,3 +52,25 @@ def console_options(group):
     return click.option("--log", "log_path", type=click.Path(dir_okay=False),
                         help="Also write everything to this file: the console, the full "
                              "per-epoch metrics, third-party output.")(wrapper)
+
+
+class WholeSentenceGroup(click.Group):
+    """A command group whose ``--help`` lists each command with the whole first sentence of
+    its help, wrapped, where click cuts it at the terminal's width with "..."."""
+
+    group_class = type  # subgroups (import, bench, radiomics) list their commands alike
+
+    def format_commands(self, ctx, formatter):
+        import re
+
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            text = (command.short_help or command.help or "").split("\n\n")[0]
+            text = " ".join(text.split())
+            rows.append((name, re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)

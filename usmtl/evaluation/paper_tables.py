@@ -43,15 +43,19 @@ def _nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def format_cell(values: dict | None, digits: int = 3) -> str:
+def format_cell(values: dict | None, digits: int = 3, repeats: int | None = None) -> str:
     """``mean ± SD (low, high)``; the mean alone when there is no SD (one fit), ``-`` when
-    there is no mean."""
+    there is no mean. With ``repeats``, a cell defined in fewer of them (a precision with no
+    positive call in some repeat) says in how many: ``1.000 (1 of 2 repeats)``."""
     if not values or _nan(values.get("mean")):
         return "-"
 
     def f(x):
         return f"{x:.{digits}f}"
 
+    n = values.get("n")
+    if repeats and not _nan(n) and 0 < int(n) < repeats:
+        return f"{format_cell(values, digits)} ({int(n)} of {repeats} repeats)"
     if _nan(values.get("sd")):
         return f(values["mean"])
     low, high = values.get("ci_low"), values.get("ci_high")
@@ -90,7 +94,8 @@ def _intro(title: str, repeats: int | None, interval: str, threshold: float, pap
     return lines + [""]
 
 
-def _rows(summary, tasks, variants, interval, paper_lookup, cohort_of) -> tuple[list, list]:
+def _rows(summary, tasks, variants, interval, paper_lookup, cohort_of,
+          repeats: int | None = None) -> tuple[list, list]:
     """(markdown rows, csv records) for the (task, variant) pairs present in the summary."""
     md, records = [], []
     for task in tasks:
@@ -104,7 +109,7 @@ def _rows(summary, tasks, variants, interval, paper_lookup, cohort_of) -> tuple[
                          for k in ("n_images", "positives")}}
             texts = []
             for metric, heading in COLUMNS:
-                text = format_cell(cells[metric])
+                text = format_cell(cells[metric], repeats=repeats)
                 record[heading] = text
                 figure = paper_lookup(task, variant, metric) if paper_lookup else None
                 if paper_lookup is not None:
@@ -155,7 +160,8 @@ def table3(summary: pd.DataFrame, tasks: list[str], roles: dict, repeats: int,
     lookup = (lambda task, variant, metric: paper_figure(3, roles[task], variant, metric)
               if task in roles else None) if paper else None
     note = " (our root task as the paper's malignancy, its first child as ALNM)"
-    md, records = _rows(summary, tasks, variants, interval, lookup, lambda v: v.get("cohort", "all"))
+    md, records = _rows(summary, tasks, variants, interval, lookup, lambda v: v.get("cohort", "all"),
+                        repeats)
     text = "\n".join(_intro(title, repeats, interval, threshold, paper, note) + _header() + md) + "\n"
     return text, pd.DataFrame(records)
 
