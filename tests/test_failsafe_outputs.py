@@ -280,14 +280,14 @@ def signed_model(tmp_path_factory):
     pooled feature positively and whose alnm head negatively: at the last block (post-ReLU
     features, then global pooling) alnm's Grad-CAM is all zero, malignancy's is not."""
     from usmtl.config import config_from_dict, save_config
-    from usmtl.model.multitask import build_model
+    from usmtl.model.multitask import build_model, head_layer
 
     cfg = config_from_dict(tiny_config_dict(
         tasks=[{"name": "malignancy", "label": "malignant"},
                {"name": "alnm", "label": "alnm", "parent": "malignancy"}]))
     model = build_model(cfg)
     for task, sign in (("malignancy", 1.0), ("alnm", -1.0)):
-        head = model.get_layer(task)
+        head = head_layer(model, task)
         kernel, *rest = head.get_weights()
         head.set_weights([sign * (np.abs(kernel) + 0.05), *rest])
     folder = tmp_path_factory.mktemp("signed")

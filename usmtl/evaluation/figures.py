@@ -59,6 +59,10 @@ def figure_settings(environ=None) -> tuple[tuple[str, ...], int]:
     return formats, dpi
 
 
+# No creation date in PDF and SVG metadata, so the same figure is the same file.
+_NO_DATE = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
+
+
 def save_figure(fig, path: str) -> str:
     """Lay ``fig`` out tightly, write it to ``path`` (a ``.png``) and to each other format
     of :func:`figure_settings` beside it (``roc.pdf``...), then close it (pyplot keeps every
@@ -70,11 +74,9 @@ def save_figure(fig, path: str) -> str:
     try:
         if fig.get_layout_engine() is None:
             fig.tight_layout()
-        for fmt in formats:
-            # metadata: no creation date in PDF/SVG, so the same figure is the same file
-            fig.savefig(f"{stem}.{fmt}", dpi=dpi, bbox_inches="tight",
-                        metadata={"CreationDate": None} if fmt == "pdf" else
-                        {"Date": None} if fmt == "svg" else None)
+        for extension in formats:
+            fig.savefig(f"{stem}.{extension}", dpi=dpi, bbox_inches="tight",
+                        metadata=_NO_DATE.get(extension))
     finally:
         plt.close(fig)
     return f"{stem}.png"
