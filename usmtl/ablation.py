@@ -95,10 +95,10 @@ def _child_auc(frame: pd.DataFrame, task: str, child: str) -> float:
 
 
 def _pooled(repeats: list[_Repeat], task: str) -> pd.DataFrame:
-    frames = [r.test.set_index("image") for r in repeats]
-    return pd.DataFrame({"y": frames[0][f"y_{task}"],
-                         "p": np.mean([f[f"p_{task}"].to_numpy(float) for f in frames], axis=0)},
-                        index=frames[0].index)
+    """Labels and repeat-averaged scores, as the experiment's tables pool them."""
+    from usmtl.experiment import pooled_predictions
+
+    return pooled_predictions({("arm", r.k): r.test for r in repeats}, "arm", task)
 
 
 def select_on_validation(label: str, arms: dict[str, list[_Repeat]], names: list[str]):
@@ -140,6 +140,7 @@ def ablation_table(arms: list[Arm], task: str, reference: str | None = None,
         raise UsmtlError(f"Unknown reference arm; arms: {list(loaded)}. Received: {reference!r}")
     ref = loaded[reference]
     ref_pool = _pooled(ref, task)
+    ref_aucs = {r.k: binary_metrics(r.test[f"y_{task}"], r.test[f"p_{task}"])["auc"] for r in ref}
     rows = []
     for label, repeats in loaded.items():
         pool = _pooled(repeats, task)
@@ -148,7 +149,6 @@ def ablation_table(arms: list[Arm], task: str, reference: str | None = None,
                              f"share one split (--split-file). Received: {len(pool)} images "
                              f"against {len(ref_pool)}")
         aucs = {r.k: binary_metrics(r.test[f"y_{task}"], r.test[f"p_{task}"])["auc"] for r in repeats}
-        ref_aucs = {r.k: binary_metrics(r.test[f"y_{task}"], r.test[f"p_{task}"])["auc"] for r in ref}
         shared = sorted(set(aucs) & set(ref_aucs))
         child = _child_of(repeats[0].test, task)
         child_aucs = [_child_auc(r.test, task, child) for r in repeats]

@@ -216,7 +216,7 @@ def _write_table2(out_dir: str, cfg: ExperimentConfig, features: str, split_path
                                   graph.names)
     delong = {}
     for task in graph.names:
-        cnn = _pooled(predictions, cnn_variant, task)
+        cnn = pooled_predictions(predictions, cnn_variant, task)
         if cnn is None or frame is None or f"p_{task}" not in frame:
             continue
         rad = frame.set_index("image").reindex(cnn.index)
@@ -251,7 +251,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _pooled(predictions: dict, variant: str, task: str):
+def pooled_predictions(predictions: dict, variant: str, task: str):
     """Labels and repeat-averaged scores of one variant, in a fixed image order."""
     frames = [f.set_index("image") for (v, _), f in sorted(predictions.items()) if v == variant]
     if not frames or f"p_{task}" not in frames[0]:
@@ -272,7 +272,7 @@ def variant_pvalues(results: pd.DataFrame, predictions: dict) -> pd.DataFrame:
         for a, b in itertools.combinations(by_variant, 2):
             t = stats.paired_repeats_test(by_variant[a], by_variant[b])
             unpaired = stats.unpaired_repeats_test(by_variant[a], by_variant[b])
-            pa, pb = _pooled(predictions, a, task), _pooled(predictions, b, task)
+            pa, pb = pooled_predictions(predictions, a, task), pooled_predictions(predictions, b, task)
             d = stats.delong_test(pa["y"].to_numpy(float), pa["p"].to_numpy(float),
                                   pb.loc[pa.index, "p"].to_numpy(float))
             rows.append({"task": task, "variant_a": a, "variant_b": b,
