@@ -668,22 +668,49 @@ def compare_command(a, b, threshold, split, out, skip_unlabelled):
               help="Interval in the tables: paper = mean ± t·SD (Li et al.), mean = the CI of the "
                    "mean; summary.csv holds both.")
 @click.option("--split-file", type=click.Path(), help="Reuse a split (split.csv or a run directory).")
+@click.option("--folds", help="Cross-validate on given patient folds: a manifest column (BUS-BRA: "
+                              "fold, the authors' official folds) or a CSV of patient_id,fold or "
+                              "image,fold. Writes cv.md, oof.csv, cv_folds.csv, cv_summary.csv.")
+@click.option("--cv", type=int, help="Cross-validate on K drawn folds (patient-level, stratified, "
+                                     "seeded by data.split_seed).")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="Cross-validation: also score every model with its crops' mirror averaged in.")
+@click.option("--ensemble-rule", type=click.Choice(["mean", "logit"]), default="mean",
+              show_default=True,
+              help="Cross-validation: how the repeats' (and TTA's) probabilities combine.")
 @_speed_options
 @_friendly_errors
 @_backend_option
 def experiment_command(config_path, overrides, manifest, out, repeats, protocol, variants,
                        thresholds, burden_column, radiomics_features, paper, interval, split_file,
-                       strategy, jit):
+                       folds, cv, tta, ensemble_rule, strategy, jit):
     """The paper's protocol on one fixed test split, every run repeated; writes table3.md/.csv
     (the paper's Table 3), tables.md, summary.csv, pvalues.csv; with --radiomics table2.md;
     with --protocol burden table4.md/.csv. Re-running resumes."""
     _quiet_tensorflow()
     from usmtl.config import VARIANTS, load_config
+    from usmtl.errors import UsmtlError
     from usmtl.experiment import BURDEN_VARIANTS, run_burden, run_experiment
 
     cfg = load_config(config_path or DEFAULT_CONFIG, _with_speed_overrides(overrides, strategy, jit))
     default = VARIANTS if protocol == "variants" else BURDEN_VARIANTS
     chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else list(default)
+    if folds is not None or cv is not None:
+        from usmtl.crossval import run_cv
+
+        if protocol != "variants" or split_file or radiomics_features or paper:
+            raise UsmtlError("--folds/--cv cross-validate the variants; they take none of "
+                             "--protocol burden, --split-file, --radiomics, --paper. Received: "
+                             f"protocol={protocol}, split_file={split_file}, "
+                             f"radiomics={radiomics_features}, paper={paper}")
+        result = run_cv(cfg, manifest, out, folds, cv, repeats, chosen, tta, ensemble_rule)
+        click.echo(result["markdown"])
+        click.echo(f"Cross-validation: {os.path.join(out, 'cv.md')}, out-of-fold predictions: "
+                   f"{os.path.join(out, 'oof.csv')}")
+        return
+    if tta != "none":
+        raise UsmtlError(f"--tta scores the models of a cross-validation (--folds/--cv); for one "
+                         f"run use 'usmtl predict --tta'. Received: --tta {tta}")
     if protocol == "burden":
         ks = _floats(thresholds)
         result = run_burden(cfg, manifest, out, repeats, ks, burden_column, chosen, split_file,

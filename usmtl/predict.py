@@ -58,7 +58,7 @@ def predict_arrays(model, cfg: ExperimentConfig, paths, boxes, batch_size: int =
 
 def predict(model_path: str, input_path: str, box: str | None = None, split: str | None = None,
             batch_size: int = 32, calibrated: bool = True,
-            trust_model: bool = False) -> pd.DataFrame:
+            trust_model: bool = False, tta: str = "none") -> pd.DataFrame:
     """Probabilities of every head for one image with ``box`` or for a manifest.
 
     Args:
@@ -74,6 +74,8 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
             ``p_<task>`` is then calibrated and ``raw_<task>`` holds the head's own score.
         trust_model: load a SavedModel whose graph reads or writes files or runs Python
             (refused otherwise: :mod:`usmtl.formats.opcheck`).
+        tta: test-time augmentation, ``none`` or ``flip`` (the mean probability of the crop
+            and its mirror; :mod:`usmtl.evaluation.ensemble`).
 
     Returns:
         The prediction frame (:mod:`usmtl.evaluation.predictions`): ``image, patient_id,
@@ -94,12 +96,14 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     from usmtl.data.crops import Crops
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import select_split_rows
+    from usmtl.evaluation.ensemble import check_tta, predict_with_tta
     from usmtl.evaluation.predictions import predictions_frame
     from usmtl.evaluation.recalibrate import apply_calibration
     from usmtl.run import Run
     from usmtl.data.prepare import require_usable
     from usmtl.tasks import TaskGraph, label_table
 
+    check_tta(tta)
     opened = open_model(model_path, trust=trust_model)
     model, cfg, run_dir = opened.model, opened.cfg, opened.run_dir
     graph = TaskGraph.from_config(cfg.tasks)
@@ -114,7 +118,8 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
         height, width = read_image(input_path).shape[:2]
         if not the_box.inside(height, width):
             raise UsmtlError(f"--box {box} lies outside the {width}x{height} image {input_path}")
-        probs = predict_arrays(model, cfg, [input_path], [the_box], batch_size)
+        probs = predict_with_tta(model, Crops.from_files([input_path], [the_box], cfg.data),
+                                 batch_size, tta)
         frame = predictions_frame([input_path], [""], [""], probs, None, graph.edges)
         return apply_calibration(frame, opened.calibration if calibrated else None, graph.edges)
 
@@ -126,7 +131,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     require_usable(manifest, graph=TaskGraph(present) if present else None)
     labels = label_table(manifest, TaskGraph(present)) if present else {}
     crops = Crops.from_manifest(manifest, range(len(manifest)), cfg.data)
-    probs = model.predict_crops(crops, batch_size)
+    probs = predict_with_tta(model, crops, batch_size, tta)
     frame = predictions_frame(manifest.frame["image"], manifest.patient_ids(), splits, probs,
                               labels, graph.edges)
     return apply_calibration(frame, opened.calibration if calibrated else None, graph.edges)

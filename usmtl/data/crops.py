@@ -146,6 +146,14 @@ class Crops:
             rows = range(start, min(start + batch_size, self.count))
             yield self._subset(rows).load(workers)
 
+    def flipped(self) -> "Crops":
+        """The same crops mirrored left to right (test-time augmentation)."""
+        view = Crops(lambda i: np.ascontiguousarray(self._read(i)[:, ::-1]), self.count,
+                     self.size, self.names)
+        if hasattr(self, "_paths"):
+            view._paths = self._paths
+        return view
+
     def _subset(self, rows) -> "Crops":
         rows = list(rows)
         sub = Crops(lambda i: self._read(rows[i]), len(rows), self.size,
