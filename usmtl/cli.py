@@ -431,10 +431,12 @@ def fit_command(config_path, overrides, variant, manifest, out, split_file, resu
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--uncalibrated", is_flag=True,
               help="The heads' raw scores, even where 'usmtl calibrate' stored a calibration.")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="Test-time augmentation: flip averages the crop and its mirror.")
 @_trust_option
 @_friendly_errors
 @_backend_option
-def predict_command(model, input, box, split, out, batch_size, uncalibrated, trust_model):
+def predict_command(model, input, box, split, out, batch_size, uncalibrated, tta, trust_model):
     """Per-task probabilities for an image (with --box) or a manifest, from a run directory,
     a saved .keras model, or an export of 'usmtl export' (a SavedModel folder or a .tflite
     file); flags rows where a child exceeds its parent. A calibrated model's p_<task> is
@@ -448,7 +450,7 @@ def predict_command(model, input, box, split, out, batch_size, uncalibrated, tru
     from usmtl.predict import predict
 
     frame = predict(model, input, box=box, split=split, batch_size=batch_size,
-                    calibrated=not uncalibrated, trust_model=trust_model)
+                    calibrated=not uncalibrated, trust_model=trust_model, tta=tta)
     calibrated = any(c.startswith("raw_") for c in frame.columns)
     if calibrated:
         from usmtl.formats import open_model
@@ -463,6 +465,29 @@ def predict_command(model, input, box, split, out, batch_size, uncalibrated, tru
                    f"{int(frame['hierarchy_violation'].sum())}")
     else:
         click.echo(frame.to_csv(index=False), nl=False)
+
+
+@main.command("ensemble")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--rule", type=click.Choice(["mean", "logit"]), default="mean", show_default=True,
+              help="mean: the mean probability; logit: the sigmoid of the mean logit.")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="flip: every member also sees the mirrored crop.")
+@_friendly_errors
+def ensemble_command(out, models, rule, tta):
+    """Make an ensemble of several models (runs, .keras files, exports; an experiment folder
+    stands for all its runs): a folder that predict, evaluate, validate, bench and export open
+    like one model."""
+    _quiet_tensorflow()
+    from usmtl.formats.ensemble import write_ensemble
+
+    write_ensemble(out, models, rule, tta)
+    from usmtl.formats import open_model
+
+    opened = open_model(out)
+    click.echo(f"Ensemble of {len(opened.model.members)} models ({rule} of probabilities"
+               f"{', with the mirrored crop' if tta == 'flip' else ''}): {out}")
 
 
 # ---------------------------------------------------------------------------------------

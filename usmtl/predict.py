@@ -96,7 +96,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     from usmtl.data.crops import Crops
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import select_split_rows
-    from usmtl.evaluation.ensemble import check_tta, predict_with_tta
+    from usmtl.evaluation.ensemble import MEMBER_PREFIX, check_tta, predict_with_tta
     from usmtl.evaluation.predictions import predictions_frame
     from usmtl.evaluation.recalibrate import apply_calibration
     from usmtl.run import Run
@@ -131,7 +131,18 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     require_usable(manifest, graph=TaskGraph(present) if present else None)
     labels = label_table(manifest, TaskGraph(present)) if present else {}
     crops = Crops.from_manifest(manifest, range(len(manifest)), cfg.data)
-    probs = predict_with_tta(model, crops, batch_size, tta)
+    members = None
+    if hasattr(model, "member_predictions"):  # an ensemble: keep each member's score
+        if tta != "none":
+            raise UsmtlError(f"{model_path} is an ensemble: its test-time augmentation is set "
+                             f"when it is made (usmtl ensemble --tta). Received: --tta {tta}")
+        members = model.member_predictions(crops, batch_size)
+        probs = model.combine_members(members)
+    else:
+        probs = predict_with_tta(model, crops, batch_size, tta)
     frame = predictions_frame(manifest.frame["image"], manifest.patient_ids(), splits, probs,
                               labels, graph.edges)
+    for k, member in enumerate(members or (), start=1):
+        for task, values in member.items():
+            frame[f"{MEMBER_PREFIX}{k}_{task}"] = values
     return apply_calibration(frame, opened.calibration if calibrated else None, graph.edges)

@@ -169,7 +169,8 @@ def choose_images(source: Source, manifest: str | None, count: int, calibration:
     from usmtl.run import Run
 
     if manifest:
-        return _manifest_images(manifest, Run(source.run_dir).split_path, source.cfg, count,
+        split = Run(source.run_dir).split_path if source.run_dir else None  # CV ensembles: none
+        return _manifest_images(manifest, split, source.cfg, count,
                                 calibration, seed, source.graph)
     size = source.cfg.data.image_size
     rng = np.random.default_rng(seed)

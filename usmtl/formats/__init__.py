@@ -96,6 +96,7 @@ class Format:
     name = ""                   # the registry key and the CLI's --format value
     accepts = ""                # what a path of this format is, for the "Accepted:" listing
     keras = False               # loads as a Keras model (Grad-CAM; exports are made from it)
+    run_calibration = True      # a Keras model's recalibration is its run's calibration.json
     quantizations: tuple = ()   # --quantize values the writer takes; () = loader only
     quantize_note = ""          # why the others are refused, e.g. "a SavedModel is float32"
     tolerances: dict = {}       # quantization -> default parity tolerance, max |probability diff|
@@ -316,7 +317,7 @@ class OpenedModel:
         """The recalibration applied to this model's scores (``usmtl calibrate``): the run's
         ``calibration.json`` for a run or a ``.keras`` file in one, the copy in an export's
         ``usmtl_export.json``; None when there is none."""
-        if self.format.keras:
+        if self.format.keras and self.format.run_calibration:
             from usmtl.run import Run
 
             return Run(self.run_dir).calibration() if self.run_dir else None
