@@ -140,7 +140,8 @@ def _tokens(text: str, inline: bool) -> list[str]:
 
 
 def _is_placeholder(token: str) -> bool:
-    return (token.startswith("<") and token.endswith(">")) or token.strip(".") == "" or bool(
+    """`<run>` (rewritten as PLACEHOLDER_run), `RUN`, `COMMAND`, `...` or `$VAR`."""
+    return token.startswith("PLACEHOLDER_") or token.strip(".") == "" or bool(
         re.fullmatch(r"[A-Z][A-Z0-9_.\-]*", token)) or token.startswith("$")
 
 
@@ -182,6 +183,8 @@ def invocations(text: str, where: str = "<text>", root: click.Command | None = N
             rest = snip.text[m.end():]
             inv = Invocation(f"{where}:{snip.line}", ("usmtl" + rest).strip())
             found.append(inv)
+            # `<run>` is a placeholder, not two redirections: make it a word first.
+            rest = re.sub(r"<([A-Za-z][\w.-]*)>", r"PLACEHOLDER_\1", rest)
             if not snip.inline and (bad := _unquoted_comparison(rest)):
                 inv.problems.append(f"unquoted < or > (a shell redirection): {bad!r}")
             tokens = _tokens(rest, snip.inline)
@@ -362,6 +365,8 @@ FAKE_CASES = [
     ("Run `usmtl bench pipeline|train|predict`.", []),
     ("`usmtl --verbose COMMAND` and `usmtl COMMAND --help`", []),
     ("`usmtl --log FILE fit --bad`", ["usmtl fit: no option --bad"]),
+    ("`usmtl evaluate <run> --by <column> --nope`", ["usmtl evaluate: no option --nope"]),
+    ("```bash\nusmtl <command> --help\nusmtl radiomics <sub> --help\n```", []),
     ("```bash\nusmtl fit --set \"x>=1\" --out r   # --bogus in a comment\n```", []),
     ("```bash\nusmtl fit --set x>=1 --out r\n```", ["unquoted < or > (a shell redirection)"]),
     ("```bash\nusmtl fit --out r > log.txt 2>&1\n```", []),
