@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv, install usmtl, write phantoms, train the quickstart
 #   make test   install the test extras and run the test suite
-# and two for a lent GPU machine (README, "Speed and scale"):
+# and two for a lent GPU machine (docs/gpu-jax.md):
 #   make gpu-bundle   here: the wheels and the BUS-BRA pack the GPU machine lacks
 #   make gpu-check    there: install them, benchmark, train the paper's config
 PYTHON ?= python3
