@@ -182,7 +182,7 @@ def _metadata(form, quantize, name, version, source: Source, tolerance) -> dict:
     import keras
     import tensorflow as tf
 
-    import usmtl
+    from usmtl._version import __version__
     from usmtl.run import run_dir_of_model
 
     cfg, graph, size = source.cfg, source.graph, source.cfg.data.image_size
@@ -210,7 +210,7 @@ def _metadata(form, quantize, name, version, source: Source, tolerance) -> dict:
                    "mixed_precision": source.mixed, "config_name": cfg.name},
         "tolerance": tolerance,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "versions": {"usmtl": usmtl.__version__, "tensorflow": tf.__version__,
+        "versions": {"usmtl": __version__, "tensorflow": tf.__version__,
                      "keras": keras.__version__},
     }
 

@@ -125,7 +125,7 @@ def library_versions(engine=None) -> dict:
 
     import keras
 
-    import usmtl
+    from usmtl._version import __version__
     from usmtl.training.engine import training_engine
 
     engine = engine or training_engine()
@@ -137,7 +137,7 @@ def library_versions(engine=None) -> dict:
             return None
 
     return {
-        "usmtl": usmtl.__version__, "python": sys.version.split()[0],
+        "usmtl": __version__, "python": sys.version.split()[0],
         "tensorflow": installed("tensorflow"), "jax": installed("jax"),
         "keras": keras.__version__, "numpy": np.__version__,
         "keras_backend": keras.backend.backend(), "platform": platform.platform(),
