@@ -95,7 +95,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import select_split_rows
     from usmtl.evaluation.predictions import predictions_frame
-    from usmtl.evaluation.recalibrate import apply_calibration
+    from usmtl.evaluation.calibration_maps import apply_calibration
     from usmtl.run import Run
     from usmtl.data.prepare import require_usable
     from usmtl.tasks import TaskGraph, label_table

@@ -341,7 +341,7 @@ def export(run: str, fmt: str, out: str, quantize: str = "none", manifest: str |
     if source.cfg.data.inpaint_marks:
         log(f"WARNING: {INPAINT_NOTE}")
     if source.opened.calibration:
-        from usmtl.evaluation.recalibrate import describe
+        from usmtl.evaluation.calibration_maps import describe
 
         log(f"Note: the run's scores are {describe(source.opened.calibration)}; the exported "
             f"graph returns the heads' raw scores. usmtl_export.json carries the calibration: "
