@@ -13,7 +13,8 @@ MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmt
            "usmtl.experiment", "usmtl.data.pack", "usmtl.data.targets", "usmtl.backend",
            "usmtl.card_sections", "usmtl.evaluation.cells", "usmtl.console",
            "usmtl.training.epoch_line", "usmtl.evaluation.labels",
-           "usmtl.evaluation.by_columns", "usmtl.evaluation.tables", "usmtl.explain.inputs"]
+           "usmtl.evaluation.by_columns", "usmtl.evaluation.tables", "usmtl.explain.inputs",
+           "usmtl.training.failsafe"]
 
 
 @pytest.mark.parametrize("name", MODULES)

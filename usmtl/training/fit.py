@@ -30,12 +30,12 @@ Failing safe (each case ends with a message that says what to do):
 - An error of usmtl during training (an image that cannot be read after all, a full disk,
   a non-finite loss) marks the run ``failed`` with its reason and is raised as a
   :class:`~usmtl.errors.UsmtlError` (the CLI exits 2).
-- A non-finite loss or weight stops training at once (:func:`usmtl.training.loop.finite_guard`):
+- A non-finite loss or weight stops training at once (:func:`usmtl.training.failsafe.finite_guard`):
   nothing of that epoch is saved, ``best.keras`` and the backup stay those of the last good
   epochs, and the message names the epoch and the likely cause.
 - Checkpoints and the backup are written whole or not at all; a full disk names the path
   and the space needed, and ``--resume`` continues from the last complete backup once
-  space is freed (:func:`usmtl.training.loop.crash_safe_backup`).
+  space is freed (:func:`usmtl.training.failsafe.crash_safe_backup`).
 - SIGINT or SIGTERM stops after the current step: the run stays ``running`` with its last
   complete backup, the command that resumes it is printed, and :class:`TrainingInterrupted`
   (a ``SystemExit`` of status 130 or 143) ends the process.
@@ -154,7 +154,7 @@ def _make_validation_callback(dataset, labels: dict, run: Run, predict, keep_bes
                               scored=None, explain=None):
     import keras
 
-    from usmtl.training.loop import NonFiniteError, save_model_file
+    from usmtl.training.failsafe import NonFiniteError, save_model_file
 
     scored = list(labels) if scored is None else list(scored)
 
@@ -246,7 +246,8 @@ def fit(cfg: ExperimentConfig | None, manifest_path: str | None, out_dir: str,
     """
     extra_callbacks = list(callbacks)
     started = time.time()
-    from usmtl.training.loop import StopRequested, StopSignals, is_chief
+    from usmtl.training.failsafe import StopRequested, StopSignals
+    from usmtl.training.loop import is_chief
 
     chief = is_chief()
     run = Run.open(out_dir) if resume else _new_run(cfg, manifest_path, out_dir, chief)
@@ -355,7 +356,7 @@ def _mark_failed(run: Run, exc: BaseException) -> None:
 
 def _with_next_step(exc: UsmtlError, run: Run, out_dir: str) -> UsmtlError:
     """``exc`` with the command that continues or restarts the run appended."""
-    from usmtl.training.loop import NonFiniteError
+    from usmtl.training.failsafe import NonFiniteError
 
     if isinstance(exc, NonFiniteError):
         return exc  # its message says what to change; resuming would fail the same way
@@ -370,9 +371,9 @@ def _with_next_step(exc: UsmtlError, run: Run, out_dir: str) -> UsmtlError:
 
 
 def _interrupted(stop, run: Run, out_dir: str, cfg) -> "TrainingInterrupted":
-    """The :class:`TrainingInterrupted` of a :class:`~usmtl.training.loop.StopRequested`,
+    """The :class:`TrainingInterrupted` of a :class:`~usmtl.training.failsafe.StopRequested`,
     its message printed."""
-    from usmtl.training.loop import find_backup, signal_name
+    from usmtl.training.failsafe import find_backup, signal_name
 
     found = find_backup(run.backup_dir, note=lambda text: None)
     epochs = cfg.train.epochs if cfg is not None else "?"
@@ -434,9 +435,9 @@ class _Inputs:
 
 def _train(cfg, data, run: Run, verbose, extra_callbacks, started, stop=None) -> float:
     """Build, train and evaluate into ``run``; returns the run's seconds. ``stop``: the
-    :class:`~usmtl.training.loop.StopSignals` that may ask training to stop."""
+    :class:`~usmtl.training.failsafe.StopSignals` that may ask training to stop."""
     from usmtl.training.engine import training_engine
-    from usmtl.training.loop import StopRequested
+    from usmtl.training.failsafe import StopRequested
 
     engine = training_engine()  # usmtl.training.loop (TensorFlow) or .jax_loop
     strategy = engine.resolve_strategy(cfg.train.strategy)  # first: before TF starts its runtime
@@ -490,7 +491,7 @@ def _training_error(exc: Exception, data, run: Run) -> UsmtlError | None:
     import errno
 
     from usmtl.data.crops import decode_failure
-    from usmtl.training.loop import DiskFullError, free_bytes, human_bytes
+    from usmtl.training.failsafe import DiskFullError, free_bytes, human_bytes
 
     failure = decode_failure(exc)
     if failure is not None:
@@ -512,7 +513,7 @@ def _training_error(exc: Exception, data, run: Run) -> UsmtlError | None:
 def _trim_history(run: Run) -> None:
     """Keep the rows of ``history.csv`` that the backup covers: the epochs after it are
     trained again on resume (and would be logged twice)."""
-    from usmtl.training.loop import find_backup
+    from usmtl.training.failsafe import find_backup
 
     if not os.path.isfile(run.history_path):
         return
@@ -580,7 +581,7 @@ def _build_callbacks(cfg, run: Run, inputs: _Inputs, model, extra_callbacks,
     caller's callbacks."""
     import keras
 
-    from usmtl.training.loop import crash_safe_backup, finite_guard
+    from usmtl.training.failsafe import crash_safe_backup, finite_guard
     from usmtl.training.resume_state import epoch_seeds, resumable_early_stopping
 
     explain = _non_finite_explainer(cfg, run, precision)
@@ -629,7 +630,7 @@ def _scored_tasks(inputs: _Inputs) -> list[str]:
 
 
 def _non_finite_explainer(cfg, run: Run, precision: str):
-    """The message of a non-finite loss (see :func:`usmtl.training.loop.finite_guard`):
+    """The message of a non-finite loss (see :func:`usmtl.training.failsafe.finite_guard`):
     where, what, the likely cause, and what was kept."""
     def explain(epoch, batch, what):
         where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "'s end")
@@ -651,7 +652,7 @@ def _non_finite_explainer(cfg, run: Run, precision: str):
 
 def _kept_text(run: Run) -> str:
     """What a failed run keeps, and what to do next."""
-    from usmtl.training.loop import find_backup
+    from usmtl.training.failsafe import find_backup
 
     kept = []
     if os.path.isfile(run.best_model):
@@ -669,7 +670,7 @@ def _kept_text(run: Run) -> str:
 def _write_outputs(cfg, data, run: Run, model, inputs: _Inputs, engine) -> None:
     """The last and the kept checkpoint, validation predictions and metrics; the file cache
     goes (a finished run does not keep gigabytes of crops)."""
-    from usmtl.training.loop import save_model_file
+    from usmtl.training.failsafe import save_model_file
 
     save_model_file(model, run.last_model)
     if cfg.train.checkpoint == "last" or not os.path.isfile(run.best_model):
