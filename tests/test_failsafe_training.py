@@ -525,7 +525,7 @@ def test_non_finite_validation_predictions_stop_before_the_epoch_is_kept(tmp_pat
     """Huge but finite weights (a far too high learning rate) can give NaN predictions a whole
     epoch before the loss turns NaN: validation stops the run there, before any checkpoint."""
     from usmtl.run import Run
-    from usmtl.training.fit import _make_validation_callback
+    from usmtl.training.phases import _make_validation_callback
     from usmtl.training.failsafe import NonFiniteError
 
     run = Run(tmp_path / "run")
