@@ -14,7 +14,7 @@ MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmt
            "usmtl.card_sections", "usmtl.evaluation.cells", "usmtl.console",
            "usmtl.training.epoch_line", "usmtl.evaluation.labels",
            "usmtl.evaluation.by_columns", "usmtl.evaluation.tables", "usmtl.explain.inputs",
-           "usmtl.training.failsafe"]
+           "usmtl.training.failsafe", "tools.house_report"]
 
 
 @pytest.mark.parametrize("name", MODULES)
