@@ -43,8 +43,8 @@ PACKAGES = {
          "sub/z.py": "from ..sub import y\n"},
         [["pkg.sub.x", "pkg.sub.y"]]),
     "a three-module cycle through a name of a module": (
-        {"__init__.py": "", "a.py": "from pkg.b import thing\n", "b.py": "import pkg.c\nthing = 1\n",
-         "c.py": "def late():\n    from pkg.a import f\n"},
+        {"__init__.py": "", "a.py": "from pkg.b import thing\n",
+         "b.py": "import pkg.c\nthing = 1\n", "c.py": "def late():\n    from pkg.a import f\n"},
         [["pkg.a", "pkg.b", "pkg.c"]]),
     "an explicit import of the root package is an edge": (
         {"__init__.py": "def load():\n    from pkg.api import load\n    return load\n",

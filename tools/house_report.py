@@ -240,7 +240,8 @@ def report(root: str, package: str = PACKAGE, top: int = TOP) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", nargs="?", default=".", help="the repository (default: here)")
-    parser.add_argument("--top", type=int, default=TOP, help=f"modules and functions listed ({TOP})")
+    parser.add_argument("--top", type=int, default=TOP,
+                        help=f"how many modules and functions to list ({TOP})")
     args = parser.parse_args(argv)
     if not os.path.isdir(os.path.join(args.root, PACKAGE)):
         print(f"No {PACKAGE}/ package in {args.root}. Received: {args.root}", file=sys.stderr)

@@ -50,7 +50,8 @@ from usmtl.evaluation.predictions import prediction_tasks, read_predictions, req
 from usmtl.evaluation.report import write_report
 from usmtl.evaluation.run_scores import run_manifest_rows, run_predictions
 from usmtl.evaluation.scope import hierarchy_on_one_scale, scope_note, scores_note, select_split
-from usmtl.evaluation.tables import compact_table  # noqa: F401 (usmtl evaluate's table, read here by the CLI)
+# compact_table (usmtl evaluate's console table) is re-exported: the CLI reads it here.
+from usmtl.evaluation.tables import compact_table  # noqa: F401
 from usmtl.tasks import display_names
 
 TEST_PREDICTIONS = "test_predictions.csv"

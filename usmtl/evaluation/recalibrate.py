@@ -16,7 +16,8 @@ import os
 import pandas as pd
 
 from usmtl.errors import UsmtlError
-from usmtl.evaluation.calibration_maps import describe, fit_calibration  # noqa: F401 (describe: read here by the CLI)
+# describe is re-exported: the CLI reads it here.
+from usmtl.evaluation.calibration_maps import describe, fit_calibration  # noqa: F401
 
 
 def _calibration_figures(frame: pd.DataFrame, task: str, column: str) -> dict:

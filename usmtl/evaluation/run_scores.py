@@ -51,7 +51,8 @@ def run_predictions(run_dir: str, manifest: str | None = None, split: str = "tes
     return apply_calibration(frame, run.calibration() if calibrated else None, edges)
 
 
-def run_manifest_rows(run_dir: str, manifest: str | None = None, split: str = "test") -> pd.DataFrame:
+def run_manifest_rows(run_dir: str, manifest: str | None = None,
+                      split: str = "test") -> pd.DataFrame:
     """The manifest rows (as text) of a run's ``split``, in the order its predictions list
     them (:func:`usmtl.predict.predict` selects them with
     :func:`usmtl.data.splits.select_split_rows`)."""

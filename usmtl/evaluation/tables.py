@@ -6,8 +6,9 @@ Example:
     >>> from usmtl.evaluation.tables import metrics_rows
     >>> report = {"tasks": {"malignancy": {"image": {"auc": {"value": 0.9, "ci_low": 0.8,
     ...                                                      "ci_high": 0.95}}}}}
-    >>> metrics_rows(report).to_dict("records")
-    [{'task': 'malignancy', 'level': 'image', 'metric': 'auc', 'value': 0.9, 'ci_low': 0.8, 'ci_high': 0.95}]
+    >>> metrics_rows(report).to_dict("records")  # doctest: +NORMALIZE_WHITESPACE
+    [{'task': 'malignancy', 'level': 'image', 'metric': 'auc', 'value': 0.9, 'ci_low': 0.8,
+      'ci_high': 0.95}]
 """
 
 from __future__ import annotations

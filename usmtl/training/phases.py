@@ -31,7 +31,8 @@ from usmtl.console import warn_once
 from usmtl.errors import UsmtlError
 from usmtl.evaluation.metrics import binary_metrics
 from usmtl.evaluation.predictions import predictions_frame
-from usmtl.run import BEST_STATE, VAL_METRICS, VERSIONS_FILE, Run, write_csv_atomic, write_text_atomic
+from usmtl.run import (BEST_STATE, VAL_METRICS, VERSIONS_FILE, Run, write_csv_atomic,
+                       write_text_atomic)
 
 
 def _warn(text: str, key=None) -> None:
