@@ -211,7 +211,7 @@ def test_stale_cache_of_a_run_without_a_model_is_refused(tmp_path):
     changed and there is no model to predict again (a radiomics run), evaluate refuses."""
     from usmtl.config import config_from_dict
     from usmtl.errors import UsmtlError
-    from usmtl.evaluation.evaluate import run_predictions
+    from usmtl.evaluation.run_scores import run_predictions
     from usmtl.run import Run
 
     manifest = tmp_path / "m.csv"

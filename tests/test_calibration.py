@@ -148,7 +148,8 @@ def test_reliability_diagram_is_written(tmp_path):
 def test_evaluate_reports_calibration_and_refuses_scores_that_are_not_probabilities():
     import pandas as pd
 
-    from usmtl.evaluation.evaluate import calibration_rows, evaluate_predictions
+    from usmtl.evaluation.evaluate import evaluate_predictions
+    from usmtl.evaluation.tables import calibration_rows
 
     y, p = _miscalibrated(80, seed=6)
     frame = pd.DataFrame({"image": [f"i{k}" for k in range(80)],

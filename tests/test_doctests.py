@@ -9,10 +9,12 @@ MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmt
            "usmtl.evaluation.stats", "usmtl.evaluation.repeats", "usmtl.paper",
            "usmtl.evaluation.metrics", "usmtl.evaluation.calibration",
            "usmtl.evaluation.utility", "usmtl.evaluation.subgroups",
-           "usmtl.evaluation.recalibrate", "usmtl.model.hinge", "usmtl.model.multitask",
+           "usmtl.evaluation.calibration_maps", "usmtl.model.hinge", "usmtl.model.multitask",
            "usmtl.experiment", "usmtl.data.pack", "usmtl.data.targets", "usmtl.backend",
            "usmtl.card_sections", "usmtl.evaluation.cells", "usmtl.console",
-           "usmtl.training.epoch_line"]
+           "usmtl.training.epoch_line", "usmtl.evaluation.labels",
+           "usmtl.evaluation.by_columns", "usmtl.evaluation.tables", "usmtl.explain.inputs",
+           "usmtl.training.failsafe", "tools.house_report"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -272,7 +272,7 @@ def test_nan_loss_fails_the_run_at_once_and_a_rerun_starts_clean(tmp_path, phant
 def test_finite_guard_stops_on_a_bad_batch_loss_epoch_loss_or_weight():
     import keras
 
-    from usmtl.training.loop import NonFiniteError, finite_guard
+    from usmtl.training.failsafe import NonFiniteError, finite_guard
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="head")])
     guard = finite_guard(lambda epoch, batch, what: f"epoch {epoch + 1} batch {batch}: {what}")
@@ -297,7 +297,7 @@ def test_nan_after_a_good_epoch_keeps_its_checkpoint_and_backup(tmp_path, phanto
 
     from usmtl.run import load_keras_model
     from usmtl.training.fit import fit
-    from usmtl.training.loop import NonFiniteError, find_backup
+    from usmtl.training.failsafe import NonFiniteError, find_backup
 
     class Explode(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -347,13 +347,13 @@ def test_child_task_with_one_training_class_is_left_out_of_the_score(tmp_path, p
 
 
 def test_write_file_safely_reports_a_full_disk_and_keeps_the_old_file(tmp_path, monkeypatch):
-    from usmtl.training import loop
+    from usmtl.training import failsafe
 
     target = tmp_path / "best.keras"
     target.write_bytes(b"old")
-    monkeypatch.setattr(loop, "free_bytes", lambda folder: 1000)
-    with pytest.raises(loop.DiskFullError) as info:
-        loop.write_file_safely(str(target), b"x" * 5000)
+    monkeypatch.setattr(failsafe, "free_bytes", lambda folder: 1000)
+    with pytest.raises(failsafe.DiskFullError) as info:
+        failsafe.write_file_safely(str(target), b"x" * 5000)
     message = str(info.value)
     assert f"Could not write {target}: no space left" in message
     assert "4.9 KB needed, 1000 bytes free" in message
@@ -363,16 +363,16 @@ def test_write_file_safely_reports_a_full_disk_and_keeps_the_old_file(tmp_path, 
         f.write(data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(loop, "_write_all", half_then_full)
-    with pytest.raises(loop.DiskFullError, match=f"Could not write {target}"):
-        loop.write_file_safely(str(target), b"x" * 5000)
+    monkeypatch.setattr(failsafe, "_write_all", half_then_full)
+    with pytest.raises(failsafe.DiskFullError, match=f"Could not write {target}"):
+        failsafe.write_file_safely(str(target), b"x" * 5000)
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["best.keras"]
 
 
 def test_incomplete_backups_are_never_loaded(tmp_path):
     import h5py
 
-    from usmtl.training.loop import find_backup
+    from usmtl.training.failsafe import find_backup
 
     notes = []
     backup = tmp_path / "backup"
@@ -410,10 +410,10 @@ def test_incomplete_backups_are_never_loaded(tmp_path):
 @pytest.mark.slow
 def test_full_disk_during_backup_fails_the_run_and_resume_continues(tmp_path, phantoms,
                                                                     monkeypatch):
-    from usmtl.training import loop
+    from usmtl.training import failsafe
     from usmtl.training.fit import fit
 
-    real = loop._write_all
+    real = failsafe._write_all
 
     def full_at_epoch_two(f, data, name):
         if "state-e0002" in name:
@@ -421,7 +421,7 @@ def test_full_disk_during_backup_fails_the_run_and_resume_continues(tmp_path, ph
             raise OSError(errno.ENOSPC, "No space left on device")
         real(f, data, name)
 
-    monkeypatch.setattr(loop, "_write_all", full_at_epoch_two)
+    monkeypatch.setattr(failsafe, "_write_all", full_at_epoch_two)
     run = tmp_path / "run"
     with pytest.raises(UsmtlError) as info:
         fit(tiny_cfg(epochs=3), str(phantoms), str(run), verbose=0)
@@ -432,7 +432,7 @@ def test_full_disk_during_backup_fails_the_run_and_resume_continues(tmp_path, ph
     info = run_info(run)
     assert info["status"] == "failed" and "DiskFullError" in info["error"]
     assert sorted(os.listdir(run / "backup")) == ["complete.json", "state-e0001.keras"]
-    assert loop.find_backup(str(run / "backup")) == (1, str(run / "backup" / "state-e0001.keras"))
+    assert failsafe.find_backup(str(run / "backup")) == (1, str(run / "backup" / "state-e0001.keras"))
     monkeypatch.undo()
     result = fit(None, None, str(run), resume=True, verbose=0)
     assert run_info(run)["status"] == "finished" and result.epochs == 3
@@ -508,7 +508,7 @@ def test_signal_during_fit_leaves_a_resumable_run(tmp_path, phantoms, signum, co
     assert f"Interrupted by {name}" in err and "Aborted!" not in err and "Traceback" not in err
     assert f"Resume it with: usmtl fit --resume --out {run}\n" in err
     assert run_info(run)["status"] == "running"
-    from usmtl.training.loop import find_backup
+    from usmtl.training.failsafe import find_backup
 
     done = find_backup(str(run / "backup"))[0]
     assert 1 <= done < 15 and history_epochs(run) == list(range(done))
@@ -525,8 +525,8 @@ def test_non_finite_validation_predictions_stop_before_the_epoch_is_kept(tmp_pat
     """Huge but finite weights (a far too high learning rate) can give NaN predictions a whole
     epoch before the loss turns NaN: validation stops the run there, before any checkpoint."""
     from usmtl.run import Run
-    from usmtl.training.fit import _make_validation_callback
-    from usmtl.training.loop import NonFiniteError
+    from usmtl.training.phases import _make_validation_callback
+    from usmtl.training.failsafe import NonFiniteError
 
     run = Run(tmp_path / "run")
     labels = {"malignancy": np.array([0.0, 1.0, 1.0])}

@@ -10,13 +10,13 @@ import pytest
 
 from tests.conftest import invoke
 from usmtl.errors import UsmtlError
-from usmtl.evaluation import recalibrate
+from usmtl.evaluation import calibration_maps
 
 
 def _sample(n=3000, slope=0.5, intercept=-0.4, seed=0):
     rng = np.random.default_rng(seed)
     p = rng.uniform(0.02, 0.98, n)
-    truth = 1 / (1 + np.exp(-(intercept + slope * recalibrate.logit(p))))
+    truth = 1 / (1 + np.exp(-(intercept + slope * calibration_maps.logit(p))))
     return (rng.uniform(size=n) < truth).astype(float), p
 
 
@@ -24,19 +24,19 @@ def test_platt_matches_scikit_learn_unpenalised_logistic_regression():
     from sklearn.linear_model import LogisticRegression
 
     y, p = _sample()
-    fitted = recalibrate.fit_task(y, p, "platt")
+    fitted = calibration_maps.fit_task(y, p, "platt")
     reference = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(
-        recalibrate.logit(p)[:, None], y)
+        calibration_maps.logit(p)[:, None], y)
     assert fitted["a"] == pytest.approx(reference.coef_[0, 0], abs=1e-5)
     assert fitted["b"] == pytest.approx(reference.intercept_[0], abs=1e-5)
-    assert np.allclose(recalibrate.apply_task(fitted, p), reference.predict_proba(
-        recalibrate.logit(p)[:, None])[:, 1], atol=1e-6)
+    assert np.allclose(calibration_maps.apply_task(fitted, p), reference.predict_proba(
+        calibration_maps.logit(p)[:, None])[:, 1], atol=1e-6)
 
 
 def test_temperature_is_the_likelihood_minimum_over_a_grid():
     y, p = _sample(intercept=0.0)
-    t = recalibrate.fit_task(y, p, "temperature")["temperature"]
-    z = recalibrate.logit(p)
+    t = calibration_maps.fit_task(y, p, "temperature")["temperature"]
+    z = calibration_maps.logit(p)
 
     def nll(temp):
         q = 1 / (1 + np.exp(-z / temp))
@@ -50,8 +50,8 @@ def test_temperature_is_the_likelihood_minimum_over_a_grid():
 def test_recalibration_keeps_the_ranking_and_nan():
     y, p = _sample(n=200)
     p[3] = np.nan
-    for method in recalibrate.METHODS:
-        q = recalibrate.apply_task(recalibrate.fit_task(y, p, method), p)
+    for method in calibration_maps.METHODS:
+        q = calibration_maps.apply_task(calibration_maps.fit_task(y, p, method), p)
         assert np.isnan(q[3])
         known = ~np.isnan(p)
         assert (np.argsort(q[known], kind="stable") == np.argsort(p[known], kind="stable")).all()
@@ -62,12 +62,12 @@ def test_recalibration_keeps_the_ranking_and_nan():
                                    ([1, 0, 1, np.nan, np.nan], "2 labelled positives")])
 def test_too_few_labels_is_a_clear_error(y, why):
     with pytest.raises(UsmtlError, match=why):
-        recalibrate.fit_task(np.array(y, float), np.linspace(0.1, 0.9, 5), "platt")
+        calibration_maps.fit_task(np.array(y, float), np.linspace(0.1, 0.9, 5), "platt")
 
 
 def test_unknown_method_is_named():
     with pytest.raises(UsmtlError, match="Received: 'isotonic'"):
-        recalibrate.fit_task([0, 1, 0, 1], [0.1, 0.8, 0.3, 0.7], "isotonic")
+        calibration_maps.fit_task([0, 1, 0, 1], [0.1, 0.8, 0.3, 0.7], "isotonic")
 
 
 def test_apply_calibration_keeps_raw_scores_and_recomputes_violations():
@@ -77,16 +77,16 @@ def test_apply_calibration_keeps_raw_scores_and_recomputes_violations():
                           "hierarchy_excess": [0.1, -0.7]})
     calibration = {"method": "platt", "fitted_on": "val",
                    "tasks": {"malignancy": {"a": 1.0, "b": 2.0}}}
-    out = recalibrate.apply_calibration(frame, calibration, [("malignancy", "alnm")])
+    out = calibration_maps.apply_calibration(frame, calibration, [("malignancy", "alnm")])
     assert list(out["raw_malignancy"]) == [0.45, 0.9]
     assert out["p_malignancy"].iloc[0] > 0.5  # shifted up by b = 2 on the logit scale
     # Only the parent is calibrated: the edge is checked on both raw scores (issue 23: a
     # calibrated parent against a raw child measures the calibration, not the model).
     assert list(out["hierarchy_violation"]) == [1, 0]
-    assert recalibrate.apply_calibration(out, calibration) is out  # never twice
+    assert calibration_maps.apply_calibration(out, calibration) is out  # never twice
     both = {**calibration, "tasks": {"malignancy": {"a": 1.0, "b": 2.0},
                                      "alnm": {"a": 1.0, "b": 0.0}}}
-    out = recalibrate.apply_calibration(frame, both, [("malignancy", "alnm")])
+    out = calibration_maps.apply_calibration(frame, both, [("malignancy", "alnm")])
     assert list(out["hierarchy_violation"]) == [0, 0]  # both calibrated: on calibrated scores
 
 
@@ -106,14 +106,14 @@ def test_calibrate_command_stores_and_every_reader_applies_it(trained_run, phant
     calibrated = pd.read_csv(tmp_path / "p.csv")
     params = stored["tasks"]["malignancy"]
     assert np.allclose(calibrated["p_malignancy"],
-                       recalibrate.apply_task(params, calibrated["raw_malignancy"]), atol=1e-9)
+                       calibration_maps.apply_task(params, calibrated["raw_malignancy"]), atol=1e-9)
 
     invoke("predict", run, phantoms, "--split", "test", "--uncalibrated", "--out", tmp_path / "r.csv")
     raw = pd.read_csv(tmp_path / "r.csv")
     assert "raw_malignancy" not in raw and np.allclose(raw["p_malignancy"], calibrated["raw_malignancy"])
 
     # the cache holds raw scores; evaluate reads them calibrated
-    from usmtl.evaluation.evaluate import run_predictions
+    from usmtl.evaluation.run_scores import run_predictions
 
     cached = pd.read_csv(run / "test_predictions.csv")
     assert "raw_malignancy" not in cached
@@ -128,7 +128,7 @@ def test_a_head_that_does_not_rank_is_not_inverted():
     p = rng.uniform(0.1, 0.9, 400)
     y = (rng.uniform(size=400) < 0.9 - 0.3 * p).astype(float)  # higher score, fewer positives
     with pytest.raises(UsmtlError, match="slope is -.*would invert"):
-        recalibrate.fit_task(y, p, "platt")
+        calibration_maps.fit_task(y, p, "platt")
 
 
 @pytest.mark.slow

@@ -190,13 +190,13 @@ def test_interrupted_experiment_writes_the_tables_of_an_uninterrupted_one(tmp_pa
     and rerun, the experiment writes byte-identical tables."""
     from usmtl.config import config_from_dict
     from usmtl.experiment import run_experiment
-    from usmtl.training import fit as fit_module
+    from usmtl.training import phases
 
     cfg = lambda: config_from_dict(tiny_config_dict(train={"epochs": 2}))  # noqa: E731
     variants = ("multitask", "multitask-hl")
     run_experiment(cfg(), str(phantoms), str(tmp_path / "straight"), repeats=2, variants=variants)
 
-    build = fit_module._build_callbacks
+    build = phases._build_callbacks
     calls = []
 
     def interrupting(*args, **kwargs):
@@ -204,7 +204,7 @@ def test_interrupted_experiment_writes_the_tables_of_an_uninterrupted_one(tmp_pa
         callbacks = build(*args, **kwargs)
         return callbacks + [interrupt_after_epoch(0)] if len(calls) == 3 else callbacks
 
-    monkeypatch.setattr(fit_module, "_build_callbacks", interrupting)
+    monkeypatch.setattr(phases, "_build_callbacks", interrupting)
     with pytest.raises(Interrupt):
         run_experiment(cfg(), str(phantoms), str(tmp_path / "killed"), repeats=2, variants=variants)
     assert not (tmp_path / "killed" / "tables.md").exists()

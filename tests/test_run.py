@@ -282,6 +282,7 @@ def test_lock_is_reentrant_and_held_until_the_outer_block_ends(tmp_path):
 def test_fit_holds_the_lock_while_training_and_marks_errors_failed(tmp_path, tiny_config,
                                                                    phantoms, monkeypatch):
     from usmtl.training import fit as fit_module
+    from usmtl.training import phases
 
     path = tmp_path / "run"
     seen = []
@@ -290,7 +291,7 @@ def test_fit_holds_the_lock_while_training_and_marks_errors_failed(tmp_path, tin
         seen.append((Run(path).holder() or {}).get("pid"))
         raise UsmtlError("an image cannot be read")
 
-    monkeypatch.setattr(fit_module, "_train", failing_train)
+    monkeypatch.setattr(phases, "train_run", failing_train)
     with pytest.raises(UsmtlError, match="cannot be read"):
         fit_module.fit(tiny_config, str(phantoms), str(path), verbose=0)
     assert seen == [os.getpid()]
@@ -302,7 +303,7 @@ def test_fit_holds_the_lock_while_training_and_marks_errors_failed(tmp_path, tin
         seen.append((run.status, (Run(path).holder() or {}).get("pid")))
         return 1.0
 
-    monkeypatch.setattr(fit_module, "_train", resumed_train)
+    monkeypatch.setattr(phases, "train_run", resumed_train)
     result = fit_module.fit(None, None, str(path), resume=True, verbose=0)
     assert seen[-1] == ("running", os.getpid()) and result.seconds == 1.0
     assert "error" not in Run(path).info()

@@ -257,7 +257,7 @@ def test_manifest_merge_refuses_clearly(tmp_path, problem):
 
 
 def test_run_rows_must_match_the_predictions():
-    from usmtl.evaluation.evaluate import add_manifest_columns
+    from usmtl.evaluation.by_columns import add_manifest_columns
 
     frame = pd.DataFrame({"image": ["a.png", "b.png"], "patient_id": ["1", "2"],
                           "p_m": [0.2, 0.8]})

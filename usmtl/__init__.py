@@ -13,7 +13,7 @@ Importing this package does not import TensorFlow; the modules that need it do.
 - ``usmtl.presets.load("paper")``: a shipped config.
 """
 
-__version__ = "0.1.0"
+from usmtl._version import __version__
 
 __all__ = ["load", "__version__"]
 

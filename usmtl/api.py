@@ -108,7 +108,7 @@ class Predictor:
         calibration = self.calibration
         if not calibration:
             return probs
-        from usmtl.evaluation.recalibrate import apply_task
+        from usmtl.evaluation.calibration_maps import apply_task
 
         return {t: apply_task(calibration["tasks"][t], p) if t in calibration["tasks"] else p
                 for t, p in probs.items()}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import math
 
-from usmtl import __version__
+from usmtl._version import __version__
 
 PAPER = ("Li C., Guo Y., et al. A Convolutional Neural Network Based on Ultrasound Images of "
          "Primary Breast Masses: Prediction of Lymph-Node Metastasis in Collaboration With "

@@ -133,7 +133,7 @@ def run_experiment(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: 
         ...                         repeats=5)  # doctest: +SKIP
         >>> print(result["markdown"])  # doctest: +SKIP
     """
-    from usmtl.evaluation.evaluate import run_predictions
+    from usmtl.evaluation.run_scores import run_predictions
     from usmtl.training.fit import fit_or_resume
 
     if repeats < 1:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from usmtl.errors import UsmtlError
-from usmtl.evaluation.evaluate import format_interval
+from usmtl.evaluation.cells import format_interval
 from usmtl.card_sections import (authors, citation, ethics, factors, json_twin, licence,
                                  slope_reading)
 from usmtl.evaluation.cells import cell
@@ -44,7 +44,7 @@ def _link(path: str, card_dir: str) -> str:
 
 
 def _model_section(cfg, info: dict, versions: dict, calibration: dict | None) -> list[str]:
-    from usmtl.evaluation.recalibrate import describe
+    from usmtl.evaluation.calibration_maps import describe
     from usmtl.tasks import TaskGraph
 
     graph = TaskGraph.from_config(cfg.tasks)
@@ -144,7 +144,7 @@ def _utility(report: dict, card_dir: str, eval_dir: str) -> list[str]:
 
 
 def _subgroups(report: dict, card_dir: str, eval_dir: str) -> list[str]:
-    from usmtl.evaluation.evaluate import safe_name
+    from usmtl.evaluation.cells import safe_name
 
     lines = []
     for column, tasks in report.get("subgroups", {}).items():

@@ -98,7 +98,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     from usmtl.data.splits import select_split_rows
     from usmtl.evaluation.ensemble import MEMBER_PREFIX, check_tta, predict_with_tta
     from usmtl.evaluation.predictions import predictions_frame
-    from usmtl.evaluation.recalibrate import apply_calibration
+    from usmtl.evaluation.calibration_maps import apply_calibration
     from usmtl.run import Run
     from usmtl.data.prepare import require_usable
     from usmtl.tasks import TaskGraph, label_table

@@ -27,14 +27,14 @@ import pandas as pd
 from usmtl.errors import UsmtlError
 from usmtl.evaluation import stats
 from usmtl.evaluation.cells import cell
-from usmtl.evaluation.evaluate import refuse_unlabelled
+from usmtl.evaluation.labels import refuse_unlabelled
 from usmtl.evaluation.predictions import prediction_tasks, read_predictions, require_threshold
 
 
 def load_predictions(source: str, split: str = "test") -> pd.DataFrame:
     """A prediction frame from a run directory (its ``split`` predictions) or a CSV file."""
     if os.path.isdir(source):
-        from usmtl.evaluation.evaluate import run_predictions
+        from usmtl.evaluation.run_scores import run_predictions
 
         return run_predictions(source, None, split)
     return read_predictions(source)

@@ -58,11 +58,11 @@ def _figures(entry: dict) -> dict[str, dict]:
 
 def _refuse_unlabelled_early(graph, external: str, skip_unlabelled: bool) -> None:
     """The external tasks without a known label (in their cohort), refused as
-    :func:`~usmtl.evaluation.evaluate.refuse_unlabelled` would after the predictions."""
+    :func:`~usmtl.evaluation.labels.refuse_unlabelled` would after the predictions."""
     import numpy as np
 
     from usmtl.data.manifest import read_manifest
-    from usmtl.evaluation.evaluate import refuse_unlabelled
+    from usmtl.evaluation.labels import refuse_unlabelled
     from usmtl.tasks import TaskGraph, label_table
 
     manifest = read_manifest(external)
@@ -97,7 +97,7 @@ def side_by_side(internal: dict, external: dict) -> pd.DataFrame:
 
 
 def _side(row, side: str) -> str:
-    from usmtl.evaluation.evaluate import format_interval
+    from usmtl.evaluation.cells import format_interval
 
     return format_interval({"value": row[side], "ci_low": row[f"{side}_ci_low"],
                             "ci_high": row[f"{side}_ci_high"]})
@@ -184,8 +184,10 @@ def validate(run_dir: str, external: str, out_dir: str, threshold: float = 0.5,
         UsmtlError: not a run; a bad external manifest (every problem by line); an external
             task without labels (unless ``skip_unlabelled``).
     """
-    from usmtl.evaluation.evaluate import evaluate_predictions, run_predictions, write_report
-    from usmtl.evaluation.recalibrate import describe
+    from usmtl.evaluation.calibration_maps import describe
+    from usmtl.evaluation.evaluate import evaluate_predictions
+    from usmtl.evaluation.report import write_report
+    from usmtl.evaluation.run_scores import run_predictions
     from usmtl.predict import predict
     from usmtl.run import Run, write_csv_atomic, write_json_atomic, write_text_atomic
     from usmtl.tasks import TaskGraph

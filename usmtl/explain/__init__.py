@@ -20,8 +20,9 @@ Example:
 """
 
 from usmtl.explain.audit import shortcut_audit
-from usmtl.explain.driver import explain, profile_runs, select_inputs
+from usmtl.explain.driver import explain, profile_runs
 from usmtl.explain.gradcam import METHODS, ExplainError, GradCam, compute_cams
+from usmtl.explain.inputs import select_inputs
 from usmtl.explain.profile import radial_profile
 
 __all__ = ["explain", "profile_runs", "select_inputs", "shortcut_audit", "radial_profile",

@@ -57,6 +57,8 @@ import numpy as np
 import pandas as pd
 
 from usmtl.errors import UsmtlError
+from usmtl.explain.inputs import (box_mask, keras_run, load_batch, mass_inside, ordered_tasks,
+                                  region_shares, roi_box, run_name, select_inputs)
 
 RATIO_MIN = 1.1
 AUDIT_CSV = "audit.csv"
@@ -97,7 +99,7 @@ def roi_marks(path: str, box, data) -> tuple[np.ndarray, dict]:
 
 def image_shares(heat: np.ndarray, box_region: np.ndarray, mask: np.ndarray | None = None,
                  marks: np.ndarray | None = None) -> dict:
-    """The audit's numbers for one map: :func:`usmtl.explain.driver.region_shares` (box and
+    """The audit's numbers for one map: :func:`usmtl.explain.inputs.region_shares` (box and
     mask) plus ``cam_on_marks`` and ``marks_fraction`` (NaN without ``marks``; the mass share
     is NaN in a RoI without marks and for an all-zero map).
 
@@ -109,14 +111,12 @@ def image_shares(heat: np.ndarray, box_region: np.ndarray, mask: np.ndarray | No
         >>> row["cam_in_box"], row["box_fraction"]
         (1.0, 0.5)
     """
-    from usmtl.explain.driver import _mass_inside, region_shares
-
     row = region_shares(heat, box_region, mask)
     row.update(cam_on_marks=float("nan"), marks_fraction=float("nan"))
     if marks is not None:
         row["marks_fraction"] = float(marks.mean())
         if marks.any():
-            row["cam_on_marks"] = _mass_inside(heat, marks)
+            row["cam_on_marks"] = mass_inside(heat, marks)
     return row
 
 
@@ -325,16 +325,14 @@ def shortcut_audit(run: str, manifest: str, split: str | None = None, tasks=None
         ...                         out="runs/audit")  # doctest: +SKIP
         >>> print(result["markdown"])  # doctest: +SKIP
     """
-    from usmtl.explain.driver import (_box_region, _keras_run, _ordered_tasks, load_batch,
-                                      roi_box, run_name, select_inputs)
     from usmtl.explain.gradcam import GradCam, all_zero, check_evidence
 
     check_evidence(evidence)
     if n_boot < 0 or not 0 < level < 1 or not ratio_min > 0:
         raise UsmtlError(f"The audit needs n_boot >= 0, 0 < level < 1 and ratio_min > 0. "
                          f"Received: n_boot={n_boot}, level={level}, ratio_min={ratio_min}")
-    model, cfg = _keras_run(run)
-    tasks = _ordered_tasks(model, cfg, tasks)
+    model, cfg = keras_run(run)
+    tasks = ordered_tasks(model, cfg, tasks)
     name = run_name(run)
     inputs = select_inputs(run, manifest, box, split, limit, cfg)
     cam = GradCam(model, tasks, layer, method, evidence)
@@ -349,7 +347,7 @@ def shortcut_audit(run: str, manifest: str, split: str | None = None, tasks=None
         rois, masks = load_batch(inputs, index, cfg.data)
         maps, probs = cam(rois.astype(np.float32))
         for j, i in enumerate(index):
-            box_region = _box_region(rois.shape[1:3], roi_box(inputs.boxes[i], cfg.data))
+            box_region = box_mask(rois.shape[1:3], roi_box(inputs.boxes[i], cfg.data))
             mark_roi, stats = (roi_marks(inputs.paths[i], inputs.boxes[i], cfg.data) if marks
                                else (None, {"area_share": float("nan"), "n_components": 0}))
             for task in cam.tasks:

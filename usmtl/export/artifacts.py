@@ -17,6 +17,9 @@ Versions: without ``version=``, a SavedModel export takes the next free integer 
 ``OUT/<name>/`` (1 when there is none), so an export never replaces a version that TF Serving
 may be serving. An explicit version that already exists and is not empty is an error; so is a
 TFLite ``OUT`` folder that is not empty.
+
+The formats (:mod:`usmtl.formats`) read these names; this module imports none of them (the
+size of what a deployment ships is :meth:`usmtl.formats.Format.artifact_bytes`).
 """
 
 from __future__ import annotations
@@ -102,11 +105,3 @@ def write_json(path: str, data) -> None:
     from usmtl.run import write_json_atomic
 
     write_json_atomic(path, data)
-
-
-def artifact_bytes(kind: str, artifact: str) -> int:
-    """Size of what a deployment ships (:meth:`usmtl.formats.Format.artifact_bytes` of the
-    format ``kind``): the .tflite file, or the SavedModel without ``assets.extra``."""
-    from usmtl.formats import get
-
-    return get(kind).artifact_bytes(artifact)

@@ -183,7 +183,7 @@ def _metadata(form, quantize, name, version, source: Source, tolerance) -> dict:
     import keras
     import tensorflow as tf
 
-    import usmtl
+    from usmtl._version import __version__
     from usmtl.run import run_dir_of_model
 
     cfg, graph, size = source.cfg, source.graph, source.cfg.data.image_size
@@ -211,7 +211,7 @@ def _metadata(form, quantize, name, version, source: Source, tolerance) -> dict:
                    "mixed_precision": source.mixed, "config_name": cfg.name},
         "tolerance": tolerance,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "versions": {"usmtl": usmtl.__version__, "tensorflow": tf.__version__,
+        "versions": {"usmtl": __version__, "tensorflow": tf.__version__,
                      "keras": keras.__version__},
     }
 
@@ -342,7 +342,7 @@ def export(run: str, fmt: str, out: str, quantize: str = "none", manifest: str |
     if source.cfg.data.inpaint_marks:
         log(f"WARNING: {INPAINT_NOTE}")
     if source.opened.calibration:
-        from usmtl.evaluation.recalibrate import describe
+        from usmtl.evaluation.calibration_maps import describe
 
         log(f"Note: the run's scores are {describe(source.opened.calibration)}; the exported "
             f"graph returns the heads' raw scores. usmtl_export.json carries the calibration: "

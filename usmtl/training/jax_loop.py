@@ -42,7 +42,7 @@ import numpy as np
 
 from usmtl.data.targets import targets
 from usmtl.errors import ConfigError
-from usmtl.training.loop import StopRequested
+from usmtl.training.failsafe import StopRequested
 
 NAME = "jax"
 
@@ -225,7 +225,7 @@ def train(model, batches: ArrayBatches, strategy=None, *, epochs: int, steps_per
     """Train a compiled ``model`` on ``batches`` with Keras' ``fit``; returns the History.
 
     ``steps_per_execution`` is the compiled model's own (``compile``); ``jit_compile``
-    sets the model's. ``stop``: a :class:`~usmtl.training.loop.StopSignals`, as for the
+    sets the model's. ``stop``: a :class:`~usmtl.training.failsafe.StopSignals`, as for the
     TensorFlow loop. The backup callback sets the initial epoch (``fit`` reads
     ``model._initial_epoch`` after ``on_train_begin``, as for ``BackupAndRestore``)."""
     model.jit_compile = bool(jit_compile)

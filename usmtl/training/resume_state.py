@@ -1,7 +1,7 @@
 """What a resumed fit needs besides the backup's weights and optimizer, to train on exactly
 as the uninterrupted fit would have.
 
-The backup (:func:`usmtl.training.loop.crash_safe_backup`) holds the weights, the optimizer
+The backup (:func:`usmtl.training.failsafe.crash_safe_backup`) holds the weights, the optimizer
 (its moments and step count, which the learning-rate schedule reads) and the epoch. It does
 not hold the position of the random streams, nor the state of callbacks. Here:
 
