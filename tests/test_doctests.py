@@ -10,9 +10,9 @@ MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmt
            "usmtl.evaluation.metrics", "usmtl.evaluation.calibration",
            "usmtl.evaluation.utility", "usmtl.evaluation.subgroups",
            "usmtl.evaluation.recalibrate", "usmtl.model.hinge", "usmtl.model.multitask",
-           "usmtl.experiment", "usmtl.data.pack", "usmtl.data.targets", "usmtl.backend",
+           "usmtl.experiment", "usmtl.data.pack_format", "usmtl.data.targets", "usmtl.backend",
            "usmtl.card_sections", "usmtl.evaluation.cells", "usmtl.console",
-           "usmtl.training.epoch_line"]
+           "usmtl.training.epoch_line", "usmtl.labels", "usmtl.data.rows"]
 
 
 @pytest.mark.parametrize("name", MODULES)
