@@ -12,7 +12,9 @@ MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmt
            "usmtl.evaluation.recalibrate", "usmtl.model.hinge", "usmtl.model.multitask",
            "usmtl.experiment", "usmtl.data.pack_format", "usmtl.data.targets", "usmtl.backend",
            "usmtl.card_sections", "usmtl.evaluation.cells", "usmtl.console",
-           "usmtl.training.epoch_line", "usmtl.labels", "usmtl.data.rows"]
+           "usmtl.training.epoch_line", "usmtl.labels", "usmtl.data.rows",
+           "usmtl.data.importers", "usmtl.data.importers._registry",
+           "usmtl.data.importers._common"]
 
 
 @pytest.mark.parametrize("name", MODULES)
