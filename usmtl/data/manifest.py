@@ -11,6 +11,9 @@ Columns (paths are relative to the manifest's folder unless absolute):
 
 Any other column is kept and can be a task's label source (see :mod:`usmtl.tasks`).
 
+This module reads, checks and writes a manifest; the parsed one (:class:`Manifest`,
+:class:`Box`) is :mod:`usmtl.data.rows`, and a label cell is read by :mod:`usmtl.labels`.
+
 Rows that are legitimate but suspicious are warnings with counts and lines, never errors
 (:func:`manifest_warnings`, ``usmtl check`` and every command's pre-check,
 :func:`usmtl.data.prepare.require_usable`), one rule each:

@@ -25,7 +25,6 @@ from usmtl.errors import ManifestError, UsmtlError
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Box:
     """A pixel box: 0-based, ``x_max`` and ``y_max`` exclusive."""
