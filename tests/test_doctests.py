@@ -10,11 +10,14 @@ MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmt
            "usmtl.evaluation.metrics", "usmtl.evaluation.calibration",
            "usmtl.evaluation.utility", "usmtl.evaluation.subgroups",
            "usmtl.evaluation.calibration_maps", "usmtl.model.hinge", "usmtl.model.multitask",
-           "usmtl.experiment", "usmtl.data.pack", "usmtl.data.targets", "usmtl.backend",
+           "usmtl.experiment", "usmtl.data.pack_format", "usmtl.data.targets", "usmtl.backend",
            "usmtl.card_sections", "usmtl.evaluation.cells", "usmtl.console",
            "usmtl.training.epoch_line", "usmtl.evaluation.labels",
            "usmtl.evaluation.by_columns", "usmtl.evaluation.tables", "usmtl.explain.inputs",
-           "usmtl.training.failsafe", "tools.house_report"]
+           "usmtl.training.failsafe", "tools.house_report", "usmtl.labels", "usmtl.data.rows",
+           "usmtl.data.importers", "usmtl.data.importers._registry",
+           "usmtl.data.importers._common", "usmtl.data.folds", "usmtl.evaluation.ensemble",
+           "usmtl.model.ensemble"]
 
 
 @pytest.mark.parametrize("name", MODULES)

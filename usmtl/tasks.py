@@ -38,6 +38,7 @@ import re
 import numpy as np
 
 from usmtl.errors import ConfigError, ManifestError
+from usmtl.labels import parse_binary
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EXPRESSION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_ ]*?)\s*(>=|<=|==|!=|>|<)\s*(.+?)\s*$")
@@ -210,8 +211,6 @@ def parse_label(text: str):
 
 def task_labels(manifest, task: Task) -> np.ndarray:
     """Float labels (1.0, 0.0, NaN = unknown) of ``task`` for every manifest row."""
-    from usmtl.data.manifest import parse_binary
-
     column, op, value = parse_label(task.label)
     cells = manifest.column(column).astype(str).str.strip().to_numpy()
     labels = np.full(len(cells), np.nan)

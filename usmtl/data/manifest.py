@@ -11,6 +11,9 @@ Columns (paths are relative to the manifest's folder unless absolute):
 
 Any other column is kept and can be a task's label source (see :mod:`usmtl.tasks`).
 
+This module reads, checks and writes a manifest; the parsed one (:class:`Manifest`,
+:class:`Box`) is :mod:`usmtl.data.rows`, and a label cell is read by :mod:`usmtl.labels`.
+
 Rows that are legitimate but suspicious are warnings with counts and lines, never errors
 (:func:`manifest_warnings`, ``usmtl check`` and every command's pre-check,
 :func:`usmtl.data.prepare.require_usable`), one rule each:
@@ -32,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import xml.etree.ElementTree as ET
@@ -42,53 +44,16 @@ import numpy as np
 import pandas as pd
 
 from usmtl.atomic import write_csv_atomic
-from usmtl.errors import ImageReadError, ManifestError, UsmtlError
+from usmtl.data.pack_format import is_pack
+from usmtl.data.pack_read import open_pack
+from usmtl.data.rows import BOX_COLUMNS, Box, Manifest, _cell
+from usmtl.errors import ImageReadError, ManifestError
+from usmtl.labels import parse_binary, parse_count
+from usmtl.tasks import TaskGraph, cohort_warnings, parse_label
 
-BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 BINARY_LABEL_COLUMNS = ("malignant", "alnm")
 COUNT_LABEL_COLUMNS = ("aln_count",)
 SPLITS = ("train", "val", "test")
-
-
-@dataclasses.dataclass(frozen=True)
-class Box:
-    """A pixel box: 0-based, ``x_max`` and ``y_max`` exclusive."""
-
-    x_min: int
-    y_min: int
-    x_max: int
-    y_max: int
-
-    @property
-    def width(self) -> int:
-        return self.x_max - self.x_min
-
-    @property
-    def height(self) -> int:
-        return self.y_max - self.y_min
-
-    @property
-    def is_empty(self) -> bool:
-        return self.width <= 0 or self.height <= 0
-
-    def inside(self, height: int, width: int) -> bool:
-        return self.x_min >= 0 and self.y_min >= 0 and self.x_max <= width and self.y_max <= height
-
-    def union(self, other: "Box") -> "Box":
-        return Box(
-            min(self.x_min, other.x_min),
-            min(self.y_min, other.y_min),
-            max(self.x_max, other.x_max),
-            max(self.y_max, other.y_max),
-        )
-
-    @classmethod
-    def from_mask(cls, mask: np.ndarray) -> "Box | None":
-        """Bounding box of the non-zero pixels, or None for an empty mask."""
-        ys, xs = np.nonzero(mask)
-        if len(xs) == 0:
-            return None
-        return cls(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,38 +122,8 @@ def write_voc_box(path: str, image_path: str, height: int, width: int, box: Box,
 
 
 # ---------------------------------------------------------------------------------------
-# Parsing helpers
+# Reading and writing
 # ---------------------------------------------------------------------------------------
-
-
-def parse_binary(value: str) -> float:
-    """'' -> NaN, '0'/'1' (also '0.0', '1.0', 'true', 'false') -> 0.0/1.0; else ValueError."""
-    text = str(value).strip().lower()
-    if text in ("", "nan", "na", "none"):
-        return math.nan
-    if text in ("true", "yes"):
-        return 1.0
-    if text in ("false", "no"):
-        return 0.0
-    number = float(text)
-    if number not in (0.0, 1.0):
-        raise ValueError(text)
-    return number
-
-
-def parse_count(value: str) -> float:
-    """'' -> NaN, a non-negative whole number -> float; else ValueError."""
-    text = str(value).strip().lower()
-    if text in ("", "nan", "na", "none"):
-        return math.nan
-    number = float(text)
-    if not math.isfinite(number) or number < 0 or number != int(number):
-        raise ValueError(text)
-    return number
-
-
-def _cell(value) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value).strip()
 
 
 def write_manifest(frame: pd.DataFrame, path: str) -> None:
@@ -196,97 +131,6 @@ def write_manifest(frame: pd.DataFrame, path: str) -> None:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_csv_atomic(path, frame)
-
-
-# ---------------------------------------------------------------------------------------
-# The manifest
-# ---------------------------------------------------------------------------------------
-
-
-class Manifest:
-    """A parsed manifest. ``frame`` keeps every column of the CSV as text; parsed values
-    come from the methods. Row ``i`` of the frame is line ``i + 2`` of the file, and stays
-    named by its file line in a :meth:`subset`."""
-
-    def __init__(self, frame: pd.DataFrame, path: str, boxes: list[Box], lines=None,
-                 pack=None, pack_rows=None):
-        self.frame = frame.reset_index(drop=True)
-        self.path = os.path.abspath(path)
-        self.root = os.path.dirname(self.path)
-        self._boxes = list(boxes)
-        self._lines = list(range(2, len(self.frame) + 2)) if lines is None else list(lines)
-        # A packed crop file (usmtl pack) read as a manifest: its crops stand in for the
-        # image files, which are not here; pack_rows[i] is row i's crop in it.
-        self.pack = pack
-        self.pack_rows = None if pack is None else (
-            np.arange(len(self.frame)) if pack_rows is None else np.asarray(pack_rows, int))
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    def line(self, index: int) -> int:
-        """The file line of frame row ``index`` (line 1 is the header), also in a subset."""
-        return int(self._lines[int(index)])
-
-    def where(self, index: int) -> str:
-        """'manifest.csv line 7 (image=a.png)': how errors name a row."""
-        image = self.frame.at[index, "image"] if "image" in self.frame else "?"
-        return f"{os.path.basename(self.path)} line {self.line(index)} (image={image})"
-
-    def resolve(self, value: str) -> str:
-        value = _cell(value)
-        return value if not value or os.path.isabs(value) else os.path.join(self.root, value)
-
-    def image_paths(self) -> list[str]:
-        return [self.resolve(v) for v in self.frame["image"]]
-
-    def mask_paths(self) -> list[str | None]:
-        if "mask" not in self.frame:
-            return [None] * len(self)
-        return [self.resolve(v) or None for v in self.frame["mask"]]
-
-    def boxes(self) -> list[Box]:
-        return list(self._boxes)
-
-    def patient_ids(self) -> np.ndarray:
-        return self.frame["patient_id"].astype(str).to_numpy()
-
-    def has_column(self, column: str) -> bool:
-        return column in self.frame.columns
-
-    def column(self, column: str) -> pd.Series:
-        if column not in self.frame.columns:
-            raise ManifestError(
-                f"{self.path}: no column {column!r}. Received columns: {list(self.frame.columns)}"
-            )
-        return self.frame[column]
-
-    def require_images(self, rows=None) -> None:
-        """Raise a :class:`ManifestError` naming the rows (all, or ``rows``) whose image file
-        does not exist; run ``usmtl check`` for every other problem."""
-        paths = self.image_paths()
-        rows = range(len(self)) if rows is None else rows
-        missing = [self.where(i) for i in rows if not os.path.isfile(paths[i])]
-        if missing:
-            raise ManifestError(f"{self.path}: {len(missing)} image file(s) not found "
-                                f"(run 'usmtl check' for a full report)", missing[:20])
-
-    def require_image_files(self, what: str) -> None:
-        """Raise a :class:`UsmtlError` when this manifest is a packed crop file: ``what``
-        (``"Grad-CAM overlays"``) needs the original images, which a pack does not hold."""
-        if self.pack is None:
-            return
-        source = (self.pack.meta.get("source") or {}).get("name") or "the manifest it was packed from"
-        raise UsmtlError(f"{self.path} is a packed crop file (usmtl pack): it holds the RoI "
-                         f"crops, not the original images, and {what} needs those. Pass the "
-                         f"manifest CSV instead ({source}). Received: {self.path}")
-
-    def subset(self, mask) -> "Manifest":
-        """Rows where ``mask`` is true, as a new manifest; errors still name file lines."""
-        mask = np.asarray(mask, bool)
-        return Manifest(self.frame[mask], self.path, [b for b, keep in zip(self._boxes, mask) if keep],
-                        [line for line, keep in zip(self._lines, mask) if keep], self.pack,
-                        None if self.pack is None else self.pack_rows[mask])
 
 
 def read_manifest(path: str) -> Manifest:
@@ -313,10 +157,8 @@ def read_text_csv(path: str, what: str = "file") -> pd.DataFrame:
 
 def _parse_manifest(path: str) -> tuple[Manifest, list[str]]:
     """The manifest and its structural problems. Raises only when no row can be read. A
-    packed crop file (``usmtl pack``, :mod:`usmtl.data.pack`) is read as the manifest it
+    packed crop file (``usmtl pack``, :mod:`usmtl.data.pack_read`) is read as the manifest it
     holds, its crops standing in for the image files."""
-    from usmtl.data.pack import is_pack, open_pack
-
     path = os.fspath(path)
     pack = None
     if is_pack(path):
@@ -553,8 +395,6 @@ def row_warnings(manifest: Manifest, rows: Iterable[int] | None = None, graph=No
     """Every warning of the rows (all, or ``rows``): duplicated rows, labels spelled as words,
     and, with a :class:`~usmtl.tasks.TaskGraph`, labels filled outside a task's cohort (that
     one over the whole manifest: it is a convention of its labelling)."""
-    from usmtl.tasks import cohort_warnings, parse_label
-
     rows = None if rows is None else list(rows)
     columns = list(BINARY_LABEL_COLUMNS)
     if graph is not None:  # the 0/1 columns the tasks read as they are
@@ -570,8 +410,6 @@ def manifest_warnings(path: str, cfg=None) -> list[str]:
     duplicated rows, labels spelled as words, and, with ``cfg`` (the config whose tasks are
     checked), labels filled outside a task's cohort (``cohort: parent_positive``; hospital
     exports often write ALNM 0 on benign masses), which training and evaluation ignore."""
-    from usmtl.tasks import TaskGraph
-
     try:
         manifest, _ = _parse_manifest(path)
     except ManifestError:

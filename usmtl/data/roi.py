@@ -7,7 +7,7 @@ taller-than-wide mass stays taller than wide. Pixels outside the image are black
 
 Example:
     >>> import numpy as np
-    >>> from usmtl.data.manifest import Box
+    >>> from usmtl.data.rows import Box
     >>> from usmtl.data.roi import crop_roi
     >>> crop_roi(np.zeros((100, 200, 3), np.uint8), Box(10, 20, 50, 40), margin=0.1,
     ...          square=True, size=64).shape
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from usmtl.data.manifest import Box
+from usmtl.data.rows import Box
 
 
 def roi_window(box: Box, margin: float, square: bool) -> tuple[int, int, int, int]:
@@ -80,7 +80,7 @@ def load_roi(path: str, box: Box, margin: float, square: bool, size: int,
         ImageReadError: for any failure, reading, inpainting or cropping, naming ``path``.
 
     Example:
-        >>> from usmtl.data.manifest import Box
+        >>> from usmtl.data.rows import Box
         >>> roi = load_roi("scan.png", Box(10, 20, 50, 40), 0.1, True, 64,
         ...                inpaint=True)  # doctest: +SKIP
         >>> roi.shape  # doctest: +SKIP
