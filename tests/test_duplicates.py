@@ -196,3 +196,24 @@ def test_real_busbra_copies_are_found_and_distinct_images_are_not(busbra_root):
     assert (distances.argmin(axis=1) == np.arange(20)).all()
     assert distances.min(axis=1).max() <= 16
     assert os.path.basename(paths[0]) == "bus_0001-l.png"
+
+
+def test_check_duplicates_is_a_plain_function_that_says_each_line(tmp_path):
+    """``usmtl check``'s near-duplicate part without click: every line goes to ``say``."""
+    from usmtl.data.duplicate_check import check_duplicates
+
+    manifest = make_set(tmp_path)
+    lines = []
+    report = check_duplicates(str(manifest), split_file=str(tmp_path / "split.csv"),
+                              grouped_out=str(tmp_path / "grouped.csv"), say=lines.append)
+    assert report["kind"].tolist() == ["across splits"]
+    assert lines[0].startswith("warning: 1 near-duplicate image pair(s) (pHash distance <= 56 "
+                               "of 256 bits) across patients, 1 of them across splits")
+    assert lines[1].startswith("  across splits: line 2 img/p1_0.png (patient p1, train)")
+    assert any("2 patients merged into 1; 5 -> 4 patients" in line for line in lines)
+    assert any(line.startswith("note: ") and "knows the old patient ids" in line
+               for line in lines)  # the split file predates the merged ids
+    assert read_manifest(str(tmp_path / "grouped.csv")).frame["patient_id"].nunique() == 4
+    unreadable, said = tmp_path / "not_a_manifest.csv", []
+    unreadable.write_text("nothing,here\n1,2\n")
+    assert check_duplicates(str(unreadable), say=said.append) is None and said == []

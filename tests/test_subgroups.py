@@ -213,10 +213,11 @@ def test_evaluate_file_by_writes_the_new_files(tmp_path):
 
 
 def test_evaluate_by_on_the_command_line(tmp_path, monkeypatch):
-    import usmtl.cli
+    import usmtl.cli.startup
     from tests.conftest import invoke
 
-    monkeypatch.setattr(usmtl.cli, "_quiet_tensorflow", lambda: None)  # no model: no TensorFlow
+    # no model: no TensorFlow
+    monkeypatch.setattr(usmtl.cli.startup, "quiet_tensorflow", lambda: None)
     predictions, manifest = _prediction_csv(tmp_path)
     result = invoke("evaluate", predictions, "--bootstrap", 10, "--out", tmp_path / "a",
                     "--manifest", manifest, "--by", "device")

@@ -1,7 +1,9 @@
-"""Options shared by several commands, defined once: ``--format`` and ``--dpi`` of every
-command that draws (:mod:`usmtl.evaluation.figures` reads what they set), and ``usmtl
---log FILE`` with the console's routing of third-party output (:mod:`usmtl.console`).
-Importing this module imports no matplotlib and no TensorFlow."""
+"""Options shared by several commands, defined once: ``--config`` and ``--set``,
+``--backend``, ``--trust-model``, ``--format`` and ``--dpi`` of every command that draws
+(:mod:`usmtl.evaluation.figures` reads what they set), ``usmtl --log FILE`` with the
+console's routing of third-party output (:mod:`usmtl.console`), and the group class whose
+``--help`` lists whole sentences. Importing this module imports no matplotlib and no
+TensorFlow."""
 
 from __future__ import annotations
 
@@ -11,6 +13,37 @@ import os
 import click
 
 from usmtl.evaluation.figures import DPI_ENV, FORMATS, FORMATS_ENV
+
+# Preset names (usmtl.presets): shipped inside the package, so they work from a wheel too.
+DEFAULT_CONFIG = "quickstart"
+PAPER_CONFIG = "paper"
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False),
+    help="Experiment YAML, or a preset name (usmtl presets; default: quickstart).")
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set train.epochs=3 (repeatable).")
+trust_option = click.option(
+    "--trust-model", is_flag=True,
+    help="Load a SavedModel even if its graph reads or writes files or runs Python: only for a "
+         "model from a sender you trust (a model is code; see the README).")
+
+
+def backend_option(command):
+    """--backend: the Keras backend of this command (usmtl.backend), chosen before Keras
+    is imported; the command itself does not see the option."""
+    @functools.wraps(command)
+    def wrapper(*args, backend=None, **kwargs):
+        from usmtl.backend import use_backend
+
+        use_backend(backend)
+        return command(*args, **kwargs)
+
+    return click.option(
+        "--backend", type=click.Choice(["tensorflow", "jax"]),
+        help="Keras backend (default: KERAS_BACKEND, else tensorflow). jax trains without "
+             "TensorFlow: NumPy batches, Keras' fit, XLA (see the README).")(wrapper)
 
 
 def figure_options(command):

@@ -1,4 +1,4 @@
-"""The command line's error path, and the option that lifts the model check.
+"""The command line's error path.
 
 Every command of :mod:`usmtl.cli` is wrapped in :func:`friendly_errors`: a
 :class:`~usmtl.errors.UsmtlError` prints as ``Error: ...`` and an ``OSError`` (a read-only or
@@ -13,11 +13,6 @@ import functools
 import sys
 
 import click
-
-trust_option = click.option(
-    "--trust-model", is_flag=True,
-    help="Load a SavedModel even if its graph reads or writes files or runs Python: only for a "
-         "model from a sender you trust (a model is code; see the README).")
 
 
 def friendly_errors(func):
