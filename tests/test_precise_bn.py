@@ -67,3 +67,33 @@ def test_a_trained_run_is_re_estimated_without_augmentation(trained_run, phantom
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)  # deterministic: no augmentation
     assert any(not np.allclose(x, y) for x, y in zip(before, first))
     assert all("call" not in vars(layer) for layer in _layers(model, RoiAugment))
+
+
+@pytest.mark.parametrize("value, weights, epochs, on", [
+    ("auto", "none", 4, True), ("auto", "none", 30, False), ("auto", "imagenet", 4, False),
+    (True, "imagenet", 30, True), (False, "none", 2, False),
+])
+def test_the_auto_rule(value, weights, epochs, on):
+    from usmtl.config import config_from_dict, precise_bn_on
+    from tests.conftest import tiny_config_dict
+
+    model = {"weights": weights} if weights == "none" else {"weights": weights, "backbone": "resnet50"}
+    cfg = config_from_dict(tiny_config_dict(model=model,
+                                            train={"epochs": epochs, "precise_bn": value}))
+    assert precise_bn_on(cfg) is on
+
+
+def test_a_bad_value_is_refused():
+    from usmtl.config import config_from_dict
+    from usmtl.errors import ConfigError
+    from tests.conftest import tiny_config_dict
+
+    with pytest.raises(ConfigError, match="train.precise_bn must be auto, true or false"):
+        config_from_dict(tiny_config_dict(train={"precise_bn": "yes"}))
+
+
+def test_a_short_from_scratch_run_keeps_re_estimated_statistics(trained_run):
+    """The shared tiny run (from scratch, 2 epochs: auto is on) says so in best.json."""
+    from usmtl.run import BEST_STATE, Run
+
+    assert Run(str(trained_run)).read_json(BEST_STATE)["precise_bn_layers"] > 0

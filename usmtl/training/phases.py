@@ -394,10 +394,31 @@ def _write_outputs(cfg, data, run: Run, model, inputs: _Inputs, engine) -> None:
         why = {} if cfg.train.checkpoint == "last" else {"requested": "best", "why": "no validation images"
                                                          if not len(inputs.val_idx) else "no validation AUC"}
         run.write_json(BEST_STATE, {"epoch": cfg.train.epochs, "val_auc": None, "checkpoint": "last", **why})
+    _precise_bn(cfg, data, run)
     if len(inputs.val_idx):
         _write_validation(data, run, inputs, engine)
     # A file cache (data.cache disk, or auto on a large data set) is only needed to resume.
     shutil.rmtree(run.cache_dir, ignore_errors=True)
+
+
+def _precise_bn(cfg, data, run: Run) -> None:
+    """``train.precise_bn``: the kept model's BatchNorm statistics re-estimated on the
+    training crops (:mod:`usmtl.training.precise_bn`), recorded in ``best.json``."""
+    from usmtl.config import precise_bn_on
+
+    state = run.read_json(BEST_STATE) if os.path.isfile(run.best_state_path) else {}
+    if not precise_bn_on(cfg) or "precise_bn_layers" in state:  # a resumed finish: done once
+        return
+    from usmtl.data.crops import Crops
+    from usmtl.training.failsafe import save_model_file
+    from usmtl.training.precise_bn import precise_bn
+
+    model = run.open_model("best")
+    train_idx = np.flatnonzero(data.row_split == "train")
+    layers = precise_bn(model, Crops.from_manifest(data.manifest, train_idx, cfg.data)
+                        .batches(cfg.train.batch_size))
+    save_model_file(model, run.best_model)
+    run.write_json(BEST_STATE, {**state, "precise_bn_layers": layers})
 
 
 def _write_validation(data, run: Run, inputs: _Inputs, engine) -> None:
