@@ -27,7 +27,7 @@ set_option = click.option(
 trust_option = click.option(
     "--trust-model", is_flag=True,
     help="Load a SavedModel even if its graph reads or writes files or runs Python: only for a "
-         "model from a sender you trust (a model is code; see the README).")
+         "model from a sender you trust (a model is code; see docs/deployment.md).")
 
 
 def backend_option(command):
@@ -43,7 +43,7 @@ def backend_option(command):
     return click.option(
         "--backend", type=click.Choice(["tensorflow", "jax"]),
         help="Keras backend (default: KERAS_BACKEND, else tensorflow). jax trains without "
-             "TensorFlow: NumPy batches, Keras' fit, XLA (see the README).")(wrapper)
+             "TensorFlow: NumPy batches, Keras' fit, XLA (see docs/gpu-jax.md).")(wrapper)
 
 
 def figure_options(command):

@@ -15,7 +15,7 @@ from usmtl.cli.options import DEFAULT_CONFIG, WholeSentenceGroup, config_option,
 @click.group("radiomics", cls=WholeSentenceGroup)
 def radiomics_group():
     """The radiomics baseline: PyRadiomics features, Boruta, random forest (needs the
-    'radiomics' extra; see the README)."""
+    'radiomics' extra; see docs/radiomics.md)."""
 
 
 @radiomics_group.command("extract")

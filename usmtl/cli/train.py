@@ -21,7 +21,7 @@ def _speed_options(command):
     return click.option(
         "--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]),
         help="tf.distribute strategy (default: train.strategy). multiworker reads TF_CONFIG; "
-             "see the README's multi-worker recipe.")(command)
+             "see docs/training.md's multi-worker recipe.")(command)
 
 
 def _with_speed_overrides(overrides, strategy, jit) -> list:

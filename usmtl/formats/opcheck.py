@@ -12,7 +12,7 @@ unless the user trusts the model (``--trust-model``).
 The saver's own functions (what ``saver_def`` names: a SavedModel saves and restores its
 variables with ``SaveV2``, ``RestoreV2``, ``MergeV2Checkpoints``) may hold those ops and only
 those; any other denied op anywhere is refused. usmtl's own exports pass (their serving
-graph resizes, casts and convolves). A TFLite file is not checked this way: see the README.
+graph resizes, casts and convolves). A TFLite file is not checked this way: see docs/deployment.md.
 
 Example:
     >>> from usmtl.formats.opcheck import denied_ops

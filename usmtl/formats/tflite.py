@@ -15,7 +15,7 @@ when asked (``batch=``: ``usmtl bench predict`` times batches of 32) if the mode
 and runs a ``.tflite`` without usmtl's side files or without a signature too.
 
 Default parity tolerances, max |probability difference| vs the Keras float32 model. Measured
-(usmtl 0.1.0, TF 2.21, LiteRT 2.3; README's export section):
+(usmtl 0.1.0, TF 2.21, LiteRT 2.3; docs/deployment.md):
 
 - ``none``: float32 with other kernels (XNNPACK): <= 1e-6 on small models, 1.4e-5 on ResNet50;
 - ``float16`` (weights rounded to float16): 5.5e-4 on the trained quickstart model, 2.4e-3 on
