@@ -26,7 +26,10 @@ def tiny_config_dict(**sections):
         "data": {"image_size": 32, "roi_margin": 0.2, "augment": {"enabled": True}},
         "model": {"backbone": "resnet_small", "weights": "none",
                   "small_widths": [8, 16], "small_blocks": [1, 1]},
-        "train": {"epochs": 2, "batch_size": 16, "learning_rate": 2e-3, "lr_decay_every": 0},
+        # precise BatchNorm (auto: on for short from-scratch runs) is tested on its own in
+        # tests/test_precise_bn.py; off here, where its extra pass would only slow every fit.
+        "train": {"epochs": 2, "batch_size": 16, "learning_rate": 2e-3, "lr_decay_every": 0,
+                  "precise_bn": False},
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value

@@ -92,8 +92,14 @@ def test_a_bad_value_is_refused():
         config_from_dict(tiny_config_dict(train={"precise_bn": "yes"}))
 
 
-def test_a_short_from_scratch_run_keeps_re_estimated_statistics(trained_run):
-    """The shared tiny run (from scratch, 2 epochs: auto is on) says so in best.json."""
+def test_a_short_from_scratch_run_keeps_re_estimated_statistics(phantoms, tmp_path):
+    """A tiny from-scratch run of one epoch (auto: on) re-estimates its kept model's
+    statistics, says so in best.json, and does it once."""
+    from usmtl.config import config_from_dict
     from usmtl.run import BEST_STATE, Run
+    from usmtl.training.fit import fit
+    from tests.conftest import tiny_config_dict
 
-    assert Run(str(trained_run)).read_json(BEST_STATE)["precise_bn_layers"] > 0
+    cfg = config_from_dict(tiny_config_dict(train={"epochs": 1, "precise_bn": "auto"}))
+    fit(cfg, str(phantoms), str(tmp_path / "run"), verbose=0)
+    assert Run(str(tmp_path / "run")).read_json(BEST_STATE)["precise_bn_layers"] > 0
