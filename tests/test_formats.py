@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import REPO, invoke
 
-BUILTIN = ["keras", "savedmodel", "tflite"]
+BUILTIN = ["ensemble", "keras", "savedmodel", "tflite"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -72,6 +72,13 @@ def _paths(fmt, tiny_run, exports):
     """Every kind of path of ``fmt`` the door accepts."""
     if fmt == "keras":
         return [tiny_run, tiny_run / "checkpoints" / "best.keras"]
+    if fmt == "ensemble":  # the run as a one-member ensemble
+        from usmtl.formats.ensemble import ENSEMBLE_FILE, write_ensemble
+
+        folder = tiny_run.parent / "ensemble"
+        if not (folder / ENSEMBLE_FILE).is_file():
+            write_ensemble(str(folder), [str(tiny_run)])
+        return [folder]
     path = Path(exports[fmt].path)
     if fmt == "savedmodel":
         return [path, path.parent]  # the version folder, the model base path
@@ -87,8 +94,8 @@ def test_builtin_formats_are_the_modules_of_the_package():
     from usmtl import formats
 
     names = [f.name for f in formats.registered()]
-    assert names[:3] == BUILTIN
-    for fmt in formats.registered()[:3]:
+    assert names[:len(BUILTIN)] == BUILTIN
+    for fmt in formats.registered()[:len(BUILTIN)]:
         assert type(fmt).__module__.startswith("usmtl.formats."), fmt
     assert [f.name for f in formats.export_formats()] == ["savedmodel", "tflite"]
 

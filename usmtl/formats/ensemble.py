@@ -105,7 +105,8 @@ def _describe_members(paths, where: str):
                                  f"the same crop. Received: {b[key]!r}")
     splits = {None if o.run_dir is None else tuple(sorted(load_split(o.run_dir).items()))
               if os.path.isfile(os.path.join(o.run_dir, "split.csv")) else None for o in opened}
-    run_dir = first.run_dir if len(splits) == 1 and None not in splits else None
+    one_run = len({o.run_dir for o in opened}) == 1  # one run, however often named
+    run_dir = first.run_dir if one_run or (len(splits) == 1 and None not in splits) else None
     return first.cfg, run_dir, opened
 
 
