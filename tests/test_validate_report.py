@@ -32,11 +32,19 @@ def run(trained_run, tmp_path):
     return copy
 
 
-def test_validate_scores_external_with_internal_thresholds(run, external, tmp_path):
+def test_validate_scores_external_with_internal_thresholds(run, external, tmp_path, monkeypatch):
+    import yaml
     from sklearn.metrics import roc_auc_score
 
+    from usmtl.evaluation import roc_plot
     from usmtl.predict import predict
 
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["tasks"][0]["display_name"] = "Breast cancer"  # validation.md's name for malignancy
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    band, original = [], roc_plot.roc_band
+    monkeypatch.setattr(roc_plot, "roc_band",
+                        lambda *a, **k: band.append(a[3]) or original(*a, **k))
     out = tmp_path / "validation"
     result = invoke("validate", run, external, "--out", out, "--bootstrap", 50)
     assert result.exit_code == 0, result.output
@@ -57,6 +65,10 @@ def test_validate_scores_external_with_internal_thresholds(run, external, tmp_pa
     assert all(p["chosen_on"] == "validation" for p in outside["operating_points"])
     text = (out / "validation.md").read_text()
     assert f"all {len(frame)} rows of the manifest" in text
+    assert "## Breast cancer" in text and "## ALNM" in text and "## malignancy" not in text
+    assert "| Breast cancer | all |" in (out / "external" / "report.md").read_text()
+    assert set(table.loc[table.task == "malignancy", "display_name"]) == {"Breast cancer"}
+    assert band and set(band) == {50}  # both reports' ROC bands follow --bootstrap
     assert "WARNING" not in text
 
 
