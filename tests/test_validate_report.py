@@ -113,6 +113,9 @@ def test_model_card_has_every_section_and_its_figures(run, external, tmp_path):
     assert 0 <= twin["tasks_evaluated"]["malignancy"]["auc"]["value"] <= 1
     assert "Front. Physiol. 13:882648" in twin["citation"] and "nan" not in text.lower().split()
     assert "calibrated (platt, fitted on the val split" in text
+    # tasks by display name, the config's name beside it in the Model table
+    assert "| Malignancy | `malignancy` | malignant | - | all |" in text
+    assert "| ALNM | malignant = 1 |" in text and "| alnm |" not in text
     assert "### malignancy by view" in text and "Cochran's Q" in text
     for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
         assert (card.parent / link).is_file(), link  # every figure linked exists
