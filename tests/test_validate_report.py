@@ -116,7 +116,7 @@ def test_model_card_has_every_section_and_its_figures(run, external, tmp_path):
     # tasks by display name, the config's name beside it in the Model table
     assert "| Malignancy | `malignancy` | malignant | - | all |" in text
     assert "| ALNM | malignant = 1 |" in text and "| alnm |" not in text
-    assert "### malignancy by view" in text and "Cochran's Q" in text
+    assert "### Malignancy by view" in text and "Cochran's Q" in text
     for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
         assert (card.parent / link).is_file(), link  # every figure linked exists
     assert "Not run: pass `--audit`" in text  # a section with nothing says what fills it

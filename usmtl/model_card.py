@@ -322,7 +322,8 @@ def _external(validated: dict | None, folder: str | None, card_dir: str) -> list
     lines = [f"- {note}" for note in validated["notes"]] + [""]
     lines += ["| task | figure | internal test | external | change |", "|---|---|---|---|---|"]
     for _, r in keep.iterrows():
-        lines.append(f"| {r['task']} | {r['figure']} | {cell(r['internal'])} | "
+        lines.append(f"| {task_text(validated.get('internal', {}), r['task'])} | {r['figure']} | "
+                     f"{cell(r['internal'])} | "
                      f"{cell(r['external'])} | {cell(r['change'], '+.3f')} |")
     lines += ["", f"Full report: [{_link(os.path.join(folder, 'validation.md'), card_dir)}]"
                   f"({_link(os.path.join(folder, 'validation.md'), card_dir)})"]
