@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import invoke, tiny_config_dict
+from tests.conftest import PAPER_TASKS, invoke, tiny_config_dict
 from usmtl.data.folds import fold_split, folds_from_file, folds_from_rows, make_folds, resolve_folds
 from usmtl.errors import ManifestError, UsmtlError
 
@@ -122,7 +122,9 @@ def cv_run(small, tmp_path_factory):
     from usmtl.crossval import run_cv
 
     out = tmp_path_factory.mktemp("cv") / "exp"
-    cfg = config_from_dict(tiny_config_dict(train={"epochs": 1}))
+    tasks = [dict(t) for t in PAPER_TASKS]
+    tasks[2]["display_name"] = "Nodal burden >= 2"  # cv.md's heading for aln_ge_2
+    cfg = config_from_dict(tiny_config_dict(tasks=tasks, train={"epochs": 1}))
     result = run_cv(cfg, str(small), str(out), cv=2, repeats=2, variants=["multitask-hl"],
                     tta="flip", n_boot=50)
     return out, result, cfg
@@ -180,6 +182,12 @@ def test_cv_markdown_and_rerun_reuses_every_run(cv_run, small, capsys):
     out, result, cfg = cv_run
     text = (out / "cv.md").read_text()
     assert "| multitask-hl | ensemble-2 | flip |" in text and "fold 2" in text
+    # headings by display name: the config's, else derived; the CSV keeps the task names
+    assert "## Nodal burden >= 2 (n = " in text and "## Malignancy (n = " in text
+    assert "## ALNM (n = " in text and "## aln_ge_2" not in text
+    summary = pd.read_csv(out / "cv_summary.csv")
+    assert dict(zip(summary["task"], summary["display_name"])) == {
+        "malignancy": "Malignancy", "alnm": "ALNM", "aln_ge_2": "Nodal burden >= 2"}
     again = run_cv(cfg, str(small), str(out), cv=2, repeats=2, variants=["multitask-hl"],
                    tta="flip", n_boot=50)
     assert capsys.readouterr().out.count("reused") == 4

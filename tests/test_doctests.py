@@ -17,7 +17,8 @@ MODULES = ["usmtl.atomic", "usmtl.tasks", "usmtl.config", "usmtl.presets", "usmt
            "usmtl.training.failsafe", "tools.house_report", "usmtl.labels", "usmtl.data.rows",
            "usmtl.data.importers", "usmtl.data.importers._registry",
            "usmtl.data.importers._common", "usmtl.data.folds", "usmtl.evaluation.ensemble",
-           "usmtl.model.ensemble"]
+           "usmtl.model.ensemble", "usmtl.evaluation.roc_plot",
+           "usmtl.evaluation.paper_tables"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -117,6 +117,21 @@ def test_table3_layout_and_paper_figures():
     assert "paper" not in " ".join(frame.columns) and "; paper" not in plain
 
 
+def test_table3_rows_carry_display_names_and_the_papers_role():
+    """A row reads the config's display name (derived when not set); the paper's task of its
+    role is in the caption and the CSV's paper_task, never in the row label."""
+    roles = {"malignancy": "malignancy", "birads5": "alnm"}
+    names = {"birads5": "BI-RADS 5"}
+    text, frame = table3(_summary(), ["malignancy", "birads5"], roles, 5, paper=True, names=names)
+    assert "| Malignancy | Single-BM | all | 568 |" in text
+    assert "| BI-RADS 5 | Multi-Task + HL | malignant = 1 | 184 |" in text
+    assert "| birads5 |" not in text and "| malignancy |" not in text
+    assert "our BI-RADS 5 as the paper's ALNM" in text
+    assert list(frame["task"].unique()) == ["malignancy", "birads5"]  # machine-readable key
+    assert list(frame["display_name"].unique()) == ["Malignancy", "BI-RADS 5"]
+    assert list(frame["paper_task"].unique()) == ["Malignancy", "ALNM"]
+
+
 def test_table4_maps_thresholds_to_the_papers_rows():
     rows = []
     for k in (1, 2):
@@ -128,10 +143,17 @@ def test_table4_maps_thresholds_to_the_papers_rows():
                              "n_images": 50, "positives": 10})
     text, frame = table4(pd.DataFrame(rows), "aln_count", 5, paper=True)
     assert "| aln_count >= 1 | Radiomics | malignant = 1 | 50 |" in text
-    assert frame.loc[(frame["task"] == "aln_count >= 2") & (frame["model"] == "Radiomics"),
+    assert frame.loc[(frame["task"] == "alnm_ge2") & (frame["model"] == "Radiomics"),
                      "AUC (paper)"].iloc[0] == "0.667"
-    assert frame.loc[(frame["task"] == "aln_count >= 1") & (frame["model"] == "Multi-Task + HL"),
+    assert frame.loc[(frame["task"] == "alnm_ge1") & (frame["model"] == "Multi-Task + HL"),
                      "AUC (paper)"].iloc[0] == "0.836 ± 0.011 (0.805, 0.866)"
+    assert list(frame["paper_task"].unique()) == ["ALNM", "ALNM >= 2"]
+    # rows labelled with the burden child's display name, as the paper's "ALNM >= 2"
+    named, frame = table4(pd.DataFrame(rows), "aln_count", 5, name="Nodal metastasis")
+    assert "| Nodal metastasis >= 2 | Multi-Task + HL | malignant = 1 | 50 |" in named
+    assert "| aln_count >= 2 |" not in named
+    assert list(frame["display_name"].unique()) == ["Nodal metastasis >= 1", "Nodal metastasis >= 2"]
+    assert "paper_task" not in frame  # only with paper=True
 
 
 @pytest.mark.parametrize("values, text", [

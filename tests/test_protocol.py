@@ -62,7 +62,7 @@ def test_child_is_evaluated_within_its_cohort(trained_run, phantoms, tmp_path):
     assert report["tasks"]["aln_ge_2"]["n"] == int((malignant["aln_count"] != "").sum())
     assert report["tasks"]["malignancy"]["n"] == len(test)
     text = (trained_run / "eval-test" / "report.md").read_text()
-    assert f"| alnm | malignant = 1 | {alnm['n']} |" in text
+    assert f"| ALNM | malignant = 1 | {alnm['n']} |" in text
     # The hinge's inconsistency rates stay over every image.
     assert report["inconsistency"]["malignancy>alnm"]["n"] == len(test)
 
@@ -114,8 +114,10 @@ def test_compare_runs_and_prediction_files(trained_run, tmp_path):
 
 
 def test_experiment_produces_tables_and_resumes(tmp_path, phantoms):
+    tasks = [dict(t) for t in PAPER_TASKS]
+    tasks[1]["display_name"] = "Axillary metastasis"  # the tables' name for alnm
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config_dict(train={"epochs": 1})))
+    config.write_text(yaml.safe_dump(tiny_config_dict(tasks=tasks, train={"epochs": 1})))
     out = tmp_path / "exp"
     args = ("experiment", "--config", config, "--manifest", phantoms, "--out", out,
             "--repeats", 2, "--variants", "single-bm,multitask-hl", "--paper")
@@ -125,15 +127,24 @@ def test_experiment_produces_tables_and_resumes(tmp_path, phantoms):
     # The paper's Table 3 shape: six metrics, the paper's figure beside each cell.
     table3 = (out / "table3.md").read_text()
     assert "| Task | Model | Cohort | n | ACC | SE | Prec | SP | F1 | AUC |" in table3
-    assert "| malignancy | Single-BM | all |" in table3 and "| alnm | Multi-Task + HL |" in table3
+    # rows by display name (the config's, else derived), the paper's role in the caption
+    assert "| Malignancy | Single-BM | all |" in table3
+    assert "| Axillary metastasis | Multi-Task + HL | malignant = 1 |" in table3
+    assert "| ALN >= 2 | Multi-Task + HL |" in table3 and "| alnm |" not in table3
+    assert "our Axillary metastasis as the paper's ALNM" in table3
     assert "; paper 0.871 ± 0.006 (0.854, 0.887)" in table3  # Single-BM's published AUC
     frame = pd.read_csv(out / "table3.csv")
+    assert list(frame["task"].unique()) == ["malignancy", "alnm", "aln_ge_2"]  # the keys
+    assert list(frame["display_name"].unique()) == ["Malignancy", "Axillary metastasis", "ALN >= 2"]
+    assert set(frame["paper_task"].fillna("")) == {"Malignancy", "ALNM", ""}
     assert {"ACC", "SE", "Prec", "SP", "F1", "AUC", "AUC (paper)"} <= set(frame.columns)
     assert frame["AUC"].str.match(r"^\d\.\d{3} ± \d\.\d{3} \(\d\.\d{3}, \d\.\d{3}\)$").all()
     tables = (out / "tables.md").read_text()
-    for text in ("## malignancy", "| single-bm |", "| multitask-hl |", "±",
-                 "Inconsistent predictions", "p-values"):
+    for text in ("## Malignancy", "## Axillary metastasis", "| single-bm |", "| multitask-hl |",
+                 "±", "Inconsistent predictions", "p-values",
+                 "| multitask-hl | Malignancy > Axillary metastasis |", "| Malignancy | single-bm |"):
         assert text in tables, text
+    assert "## alnm" not in tables
     summary = pd.read_csv(out / "summary.csv")
     row = summary[(summary.variant == "multitask-hl") & (summary.task == "malignancy")
                   & (summary.metric == "auc")].iloc[0]
@@ -182,9 +193,12 @@ def test_burden_protocol_is_table_4(tmp_path, phantoms):
     assert result.exit_code == 0, result.output
     assert result.output.count(": trained") == 4  # 2 thresholds x multitask-hl x 2 repeats
     table = (out / "table4.md").read_text()
-    assert "| aln_count >= 1 | Multi-Task + HL | malignant = 1 |" in table
-    assert "| aln_count >= 2 | Multi-Task + HL | malignant = 1 |" in table
-    assert len(pd.read_csv(out / "table4.csv")) == 2
+    # rows by the child's display name, as the paper's "ALNM >= 2"
+    assert "| ALNM >= 1 | Multi-Task + HL | malignant = 1 |" in table
+    assert "| ALNM >= 2 | Multi-Task + HL | malignant = 1 |" in table
+    table4 = pd.read_csv(out / "table4.csv")
+    assert list(table4["task"]) == ["alnm_ge1", "alnm_ge2"]
+    assert list(table4["display_name"]) == ["ALNM >= 1", "ALNM >= 2"]
     burden = pd.read_csv(out / "burden.csv")
     assert set(burden["task"]) == {"alnm_ge1", "alnm_ge2"}
     frame = pd.read_csv(phantoms, dtype=str, keep_default_na=False)
@@ -257,7 +271,7 @@ def test_experiment_with_radiomics_writes_table_2(tmp_path, phantoms):
     assert list(table["model"]) == ["Radiomics", "Multi-Task + HL"] * 2
     assert table["delong_p"].between(0, 1).all()
     text = (out / "table2.md").read_text()
-    assert "| malignancy | Radiomics | all |" in text and "; paper 0.848" in text
+    assert "| Malignancy | Radiomics | all |" in text and "; paper 0.848" in text
     radiomics = pd.read_csv(out / "radiomics" / "test_predictions.csv")
     cnn = pd.read_csv(out / "runs" / "multitask-hl" / "repeat-1" / "test_predictions.csv")
     assert set(radiomics["image"]) == set(cnn["image"])

@@ -32,11 +32,19 @@ def run(trained_run, tmp_path):
     return copy
 
 
-def test_validate_scores_external_with_internal_thresholds(run, external, tmp_path):
+def test_validate_scores_external_with_internal_thresholds(run, external, tmp_path, monkeypatch):
+    import yaml
     from sklearn.metrics import roc_auc_score
 
+    from usmtl.evaluation import roc_plot
     from usmtl.predict import predict
 
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["tasks"][0]["display_name"] = "Breast cancer"  # validation.md's name for malignancy
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    band, original = [], roc_plot.roc_band
+    monkeypatch.setattr(roc_plot, "roc_band",
+                        lambda *a, **k: band.append(a[3]) or original(*a, **k))
     out = tmp_path / "validation"
     result = invoke("validate", run, external, "--out", out, "--bootstrap", 50)
     assert result.exit_code == 0, result.output
@@ -57,6 +65,10 @@ def test_validate_scores_external_with_internal_thresholds(run, external, tmp_pa
     assert all(p["chosen_on"] == "validation" for p in outside["operating_points"])
     text = (out / "validation.md").read_text()
     assert f"all {len(frame)} rows of the manifest" in text
+    assert "## Breast cancer" in text and "## ALNM" in text and "## malignancy" not in text
+    assert "| Breast cancer | all |" in (out / "external" / "report.md").read_text()
+    assert set(table.loc[table.task == "malignancy", "display_name"]) == {"Breast cancer"}
+    assert band and set(band) == {50}  # both reports' ROC bands follow --bootstrap
     assert "WARNING" not in text
 
 
@@ -101,7 +113,12 @@ def test_model_card_has_every_section_and_its_figures(run, external, tmp_path):
     assert 0 <= twin["tasks_evaluated"]["malignancy"]["auc"]["value"] <= 1
     assert "Front. Physiol. 13:882648" in twin["citation"] and "nan" not in text.lower().split()
     assert "calibrated (platt, fitted on the val split" in text
-    assert "### malignancy by view" in text and "Cochran's Q" in text
+    # tasks by display name, the config's name beside it in the Model table
+    assert "| Malignancy | `malignancy` | malignant | - | all |" in text
+    # the Performance table's rows (the Model table keeps label sources and parents as named)
+    assert re.search(r"^\| ALNM \| malignant = 1 \| \d+ \(\d+\) \|", text, flags=re.M)
+    assert not re.search(r"^\| alnm \| malignant = 1 \| \d+ \(", text, flags=re.M)
+    assert "### Malignancy by view" in text and "Cochran's Q" in text
     for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
         assert (card.parent / link).is_file(), link  # every figure linked exists
     assert "Not run: pass `--audit`" in text  # a section with nothing says what fills it

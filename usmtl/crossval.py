@@ -201,8 +201,12 @@ def write_cv_tables(out_dir, frames, cfg, folds, repeats, variants, tta, rule, n
                                    "task": task, "metric": k, "value": m[k]} for k in ("n", "positives") + METRICS]
     oof = pd.concat(oof, ignore_index=True)
     fold_frame = pd.DataFrame(fold_rows)
-    summary = summarize_cv(oof, fold_frame, n_boot)
-    text = cv_markdown(summary, fold_frame, folds, repeats, rule)
+    from usmtl.evaluation.tables import with_display_names
+    from usmtl.tasks import display_names
+
+    names = display_names(cfg.tasks)
+    summary = with_display_names(summarize_cv(oof, fold_frame, n_boot), names)
+    text = cv_markdown(summary, fold_frame, folds, repeats, rule, names)
     write_csv_atomic(os.path.join(out_dir, "oof.csv"), oof)
     write_csv_atomic(os.path.join(out_dir, "cv_folds.csv"), fold_frame)
     write_csv_atomic(os.path.join(out_dir, "cv_summary.csv"), summary)
@@ -238,9 +242,13 @@ def _f(v) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-def cv_markdown(summary: pd.DataFrame, fold_frame: pd.DataFrame, folds, repeats: int, rule: str) -> str:
-    """Per task, the AUC of every scored model: per fold, mean ± SD (paper's interval), pooled
+def cv_markdown(summary: pd.DataFrame, fold_frame: pd.DataFrame, folds, repeats: int, rule: str,
+                names: dict | None = None) -> str:
+    """Per task (headed by its display name, ``names`` as :func:`usmtl.tasks.display_name`
+    takes them), the AUC of every scored model: per fold, mean ± SD (paper's interval), pooled
     OOF (patient-bootstrap 95% CI); then the other metrics' means at the 0.5 threshold."""
+    from usmtl.tasks import display_name
+
     lines = [f"# Cross-validation, {len(folds)} patient-level folds", "",
              f"Each fold tests on its own patients and trains on the others; `repeat-k` is one "
              f"model per fold (seed k), `ensemble-{repeats}` the {rule} of the repeats' "
@@ -250,7 +258,7 @@ def cv_markdown(summary: pd.DataFrame, fold_frame: pd.DataFrame, folds, repeats:
     for task in summary["task"].unique():
         auc = summary[(summary["task"] == task) & (summary["metric"] == "auc")]
         first = auc.iloc[0]
-        lines += [f"## {task} (n = {int(first['n_images'])} images, {int(first['positives'])} "
+        lines += [f"## {display_name(task, names)} (n = {int(first['n_images'])} images, {int(first['positives'])} "
                   f"positive)", "",
                   "| variant | model | TTA | " + " | ".join(f"fold {f}" for f in folds)
                   + " | mean ± SD (interval) | pooled OOF AUC (95% CI) |",

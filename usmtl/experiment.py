@@ -50,7 +50,7 @@ from usmtl.evaluation import stats
 from usmtl.evaluation.metrics import METRICS, binary_metrics
 from usmtl.evaluation.scope import hierarchy_on_one_scale
 from usmtl.run import write_csv_atomic, write_json_atomic, write_text_atomic
-from usmtl.tasks import TaskGraph
+from usmtl.tasks import TaskGraph, display_edge, display_name, display_names
 
 EXPERIMENT_CONFIG = "experiment.yaml"
 
@@ -195,7 +195,7 @@ def _write_tables(out_dir: str, results: pd.DataFrame, predictions: dict, repeat
     text = tables_markdown(summary, pvalues, repeats, cfg, interval)
     write_text_atomic(os.path.join(out_dir, "tables.md"), text)
     t3, frame = table3(summary, TaskGraph.from_config(cfg.tasks).names, _roles(cfg), repeats,
-                       interval, paper=paper)
+                       interval, paper=paper, names=display_names(cfg.tasks))
     _write_paper_table(out_dir, "table3", t3, frame)
     return {"results": results, "summary": summary, "pvalues": pvalues, "markdown": text,
             "table3": t3}
@@ -226,7 +226,8 @@ def _write_table2(out_dir: str, cfg: ExperimentConfig, features: str, split_path
         delong[task] = stats.delong_test(cnn["y"].to_numpy(float), cnn["p"].to_numpy(float),
                                          rad[f"p_{task}"].to_numpy(float))["p"]
     text, table = table2(summary, pd.DataFrame(rows), delong, graph.names, _roles(cfg), repeats,
-                         interval, paper=paper, cnn_variant=cnn_variant)
+                         interval, paper=paper, cnn_variant=cnn_variant,
+                         names=display_names(cfg.tasks))
     _write_paper_table(out_dir, "table2", text, table)
     return text
 
@@ -311,15 +312,16 @@ def _cohort_line(summary: pd.DataFrame, task: str) -> str:
 
 def tables_markdown(summary: pd.DataFrame, pvalues: pd.DataFrame, repeats: int,
                     cfg: ExperimentConfig, interval: str = "paper") -> str:
-    """The paper's Tables 2-3 shape: one table per task, a row per variant, each cell
-    mean ± SD (interval), with the task's cohort and n."""
+    """The paper's Tables 2-3 shape: one table per task (headed by its display name), a row
+    per variant, each cell mean ± SD (interval), with the task's cohort and n."""
+    names = display_names(cfg.tasks)
     parts = [f"# Experiment: {cfg.name}", "",
              f"Test split fixed once; {repeats} repeat(s) per variant with different seeds. "
              f"Cells: {INTERVAL_TEXT[interval]}, 95%, over repeats; image level, threshold 0.5; "
              f"intervals clipped to [0, 1]. Each task is scored within its cohort.", ""]
     for task in TaskGraph.from_config(cfg.tasks).names:
         variants = summary.loc[summary["task"] == task, "variant"].unique()
-        parts += [f"## {task}", "", _cohort_line(summary, task), "",
+        parts += [f"## {display_name(task, names)}", "", _cohort_line(summary, task), "",
                   "| model | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
         for v in variants:
             parts.append(f"| {v} | " + " | ".join(_cell(summary, v, task, m, interval)
@@ -331,7 +333,8 @@ def tables_markdown(summary: pd.DataFrame, pvalues: pd.DataFrame, repeats: int,
                   "Hard: child >= 0.5 while parent < 0.5. Soft: child score above parent score.", "",
                   "| model | edge | hard | soft |", "|---|---|---|---|"]
         for (v, edge), _ in inc.groupby(["variant", "task"], sort=False):
-            parts.append(f"| {v} | {edge} | {_cell(summary, v, edge, 'inconsistency_hard', interval)} | "
+            parts.append(f"| {v} | {display_edge(edge, names)} | "
+                         f"{_cell(summary, v, edge, 'inconsistency_hard', interval)} | "
                          f"{_cell(summary, v, edge, 'inconsistency_soft', interval)} |")
         parts.append("")
     if not pvalues.empty:
@@ -341,7 +344,7 @@ def tables_markdown(summary: pd.DataFrame, pvalues: pd.DataFrame, repeats: int,
                   "| task | A | B | mean AUC diff | unpaired t p | paired t p | DeLong p (pooled) |",
                   "|---|---|---|---|---|---|---|"]
         for r in pvalues.itertuples():
-            parts.append(f"| {r.task} | {r.variant_a} | {r.variant_b} | "
+            parts.append(f"| {display_name(r.task, names)} | {r.variant_a} | {r.variant_b} | "
                          f"{cell(r.auc_diff_mean, '+.3f')} | {cell(r.unpaired_t_p, '.3g')} | "
                          f"{cell(r.paired_t_p, '.3g')} | {cell(r.delong_p, '.3g')} |")
         parts.append("")
@@ -463,7 +466,9 @@ def run_burden(cfg: ExperimentConfig, manifest: str, out_dir: str, repeats: int 
                 [child])[0]]
     burden = pd.DataFrame(rows)
     write_csv_atomic(os.path.join(out_dir, "burden.csv"), burden)
-    text, frame = table4(burden, column, repeats, interval, paper=paper)
+    base_child = TaskGraph.from_config(cfg.tasks).edges[0][1]  # its display name labels the rows
+    text, frame = table4(burden, column, repeats, interval, paper=paper,
+                         name=display_names(cfg.tasks)[base_child])
     write_text_atomic(os.path.join(out_dir, "table4.md"), text)
     write_csv_atomic(os.path.join(out_dir, "table4.csv"), frame)
     return {"burden": burden, "markdown": text}

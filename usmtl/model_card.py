@@ -26,6 +26,7 @@ import pandas as pd
 
 from usmtl.errors import UsmtlError
 from usmtl.evaluation.cells import format_interval
+from usmtl.evaluation.report import task_text
 from usmtl.card_sections import (authors, citation, ethics, factors, json_twin, licence,
                                  slope_reading)
 from usmtl.evaluation.cells import cell
@@ -45,12 +46,13 @@ def _link(path: str, card_dir: str) -> str:
 
 def _model_section(cfg, info: dict, versions: dict, calibration: dict | None) -> list[str]:
     from usmtl.evaluation.calibration_maps import describe
-    from usmtl.tasks import TaskGraph
+    from usmtl.tasks import TaskGraph, display_names
 
     graph = TaskGraph.from_config(cfg.tasks)
-    rows = ["| task | label | parent | cohort |", "|---|---|---|---|"]
+    names = display_names(cfg.tasks)
+    rows = ["| task | name | label | parent | cohort |", "|---|---|---|---|---|"]
     for task in cfg.tasks:
-        rows.append(f"| {task.name} | {task.label} | {task.parent or '-'} | "
+        rows.append(f"| {names[task.name]} | `{task.name}` | {task.label} | {task.parent or '-'} | "
                     f"{graph.cohort_text(task.name)} |")
     m, t, d = cfg.model, cfg.train, cfg.data
     hinge = (f"hierarchical hinge on, margin {m.hinge_margin}, weight {m.hinge_weight}"
@@ -107,7 +109,7 @@ def _performance(report: dict) -> list[str]:
     lines = ["| task | cohort | n (pos) | " + " | ".join(METRICS) + " |",
              "|" + "---|" * (len(METRICS) + 3)]
     for task, e in report["tasks"].items():
-        lines.append(f"| {task} | {e['cohort']} | {e['n']} ({e['positives']}) | "
+        lines.append(f"| {task_text(report, task)} | {e['cohort']} | {e['n']} ({e['positives']}) | "
                      + " | ".join(format_interval(e["image"][m]) for m in METRICS) + " |")
     return lines
 
@@ -118,7 +120,7 @@ def _figures(report: dict, card_dir: str, eval_dir: str, stem: str, title: str) 
     for task in report["tasks"]:
         path = os.path.join(eval_dir, f"{stem}_{task}.png")
         if os.path.isfile(path):
-            lines += ["", f"![{title}: {task}]({_link(path, card_dir)})"]
+            lines += ["", f"![{title}: {task_text(report, task)}]({_link(path, card_dir)})"]
     return lines
 
 
@@ -126,7 +128,7 @@ def _calibration(report: dict, card_dir: str, eval_dir: str) -> list[str]:
     lines = ["| task | Brier | ECE | intercept | slope |", "|---|---|---|---|---|"]
     for task, e in report["tasks"].items():
         c = e.get("calibration", {})
-        lines.append(f"| {task} | " + " | ".join(format_interval(c.get(k)) for k in
+        lines.append(f"| {task_text(report, task)} | " + " | ".join(format_interval(c.get(k)) for k in
                                                  ("brier", "ece", "intercept", "slope")) + " |")
     return lines + _figures(report, card_dir, eval_dir, "reliability", "Reliability")
 
@@ -137,7 +139,7 @@ def _utility(report: dict, card_dir: str, eval_dir: str) -> list[str]:
     for task, e in report["tasks"].items():
         for point in e.get("operating_points", []):
             threshold = "-" if math.isnan(point["threshold"]) else f"{point['threshold']:.3f}"
-            lines.append(f"| {task} | {point['rule']} | {point['chosen_on']} | "
+            lines.append(f"| {task_text(report, task)} | {point['rule']} | {point['chosen_on']} | "
                          f"{threshold} | {format_interval(point.get('sensitivity'))} | "
                          f"{format_interval(point.get('specificity'))} |")
     return lines + _figures(report, card_dir, eval_dir, "decision_curve", "Decision curve")
@@ -150,7 +152,7 @@ def _subgroups(report: dict, card_dir: str, eval_dir: str) -> list[str]:
     for column, tasks in report.get("subgroups", {}).items():
         for task, result in tasks.items():
             het = result.get("heterogeneity", {})
-            lines += [f"### {task} by {column}", ""]
+            lines += [f"### {task_text(report, task)} by {column}", ""]
             table = pd.DataFrame(result.get("table", []))
             if not table.empty:
                 lines += ["| group | n (pos) | AUC | sensitivity | specificity | note |",
@@ -320,7 +322,8 @@ def _external(validated: dict | None, folder: str | None, card_dir: str) -> list
     lines = [f"- {note}" for note in validated["notes"]] + [""]
     lines += ["| task | figure | internal test | external | change |", "|---|---|---|---|---|"]
     for _, r in keep.iterrows():
-        lines.append(f"| {r['task']} | {r['figure']} | {cell(r['internal'])} | "
+        lines.append(f"| {task_text(validated.get('internal', {}), r['task'])} | {r['figure']} | "
+                     f"{cell(r['internal'])} | "
                      f"{cell(r['external'])} | {cell(r['change'], '+.3f')} |")
     lines += ["", f"Full report: [{_link(os.path.join(folder, 'validation.md'), card_dir)}]"
                   f"({_link(os.path.join(folder, 'validation.md'), card_dir)})"]

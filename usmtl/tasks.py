@@ -161,6 +161,11 @@ def display_name(name: str, names: dict | None = None) -> str:
     return text[:1].upper() + text[1:]
 
 
+def display_edge(edge: str, names: dict | None = None) -> str:
+    """A ``parent>child`` edge key with display names: ``"Malignancy > ALNM"``."""
+    return " > ".join(display_name(part, names) for part in edge.split(">"))
+
+
 def display_names(tasks) -> dict:
     """``{name: display name}`` of a config's :class:`~usmtl.config.TaskConfig` list."""
     return {t.name: display_name(t.name, {t.name: getattr(t, "display_name", None)})

@@ -74,7 +74,7 @@ def predict_command(model, input, box, split, out, batch_size, uncalibrated, tta
 @click.option("--patient", "patient_how", default="mean", show_default=True,
               type=click.Choice(["mean", "max"]), help="A patient's score from its images.")
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True,
-              help="Patient resamples for the 95% CIs.")
+              help="Patient resamples for the 95% CIs and the ROC band (0: none).")
 @click.option("--edges", help="For a prediction CSV: 'parent>child,...' edges for inconsistency "
                                 "(quote it: > is a shell redirect).")
 @click.option("--cohort", "cohorts", help="For a prediction CSV: 'child=parent,...' scores each child "
@@ -163,7 +163,7 @@ def calibrate_command(run, method, remove):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
 @click.option("--threshold", default=0.5, show_default=True)
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True,
-              help="Patient-bootstrap resamples of every CI.")
+              help="Patient-bootstrap resamples of every CI and ROC band (0: none).")
 @click.option("--skip-unlabelled", is_flag=True,
               help="Compare only the tasks the external set has labels for.")
 @friendly_errors

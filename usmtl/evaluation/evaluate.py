@@ -52,7 +52,7 @@ from usmtl.evaluation.run_scores import run_manifest_rows, run_predictions
 from usmtl.evaluation.scope import hierarchy_on_one_scale, scope_note, scores_note, select_split
 # compact_table (usmtl evaluate's console table) is re-exported: the CLI reads it here.
 from usmtl.evaluation.tables import compact_table  # noqa: F401
-from usmtl.tasks import display_names
+from usmtl.tasks import display_name, display_names
 
 TEST_PREDICTIONS = "test_predictions.csv"
 
@@ -109,7 +109,7 @@ def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
                          n_boot: int = 1000, seed: int = 0,
                          cohorts: dict[str, str] | None = None, skip_unlabelled: bool = False,
                          source: str = "the predictions", by: list[str] | None = None,
-                         targets=(0.90, 0.95)) -> dict:
+                         targets=(0.90, 0.95), names: dict | None = None) -> dict:
     """Metrics of a prediction frame; thresholds chosen on ``val_frame`` when given.
 
     ``cohorts`` maps a task to the description of its cohort, stated in the report beside
@@ -122,7 +122,8 @@ def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
     ``val_frame``, else on ``frame`` itself, marked optimistic). With ``by`` (columns of
     ``frame``), ``report["subgroups"][column][task]`` holds ``{"table": [rows of
     :func:`usmtl.evaluation.subgroups.subgroup_metrics`], "heterogeneity": {q, df, p, i2,
-    k, pooled_auc}}``.
+    k, pooled_auc}}``. ``report["display_names"]`` holds each scored task's name in the
+    tables and figures: ``names`` (the config's ``display_name``) or derived from the task name.
 
     Raises:
         UsmtlError: a task has no labels (no ``y_<task>`` column, or none known), naming it,
@@ -170,6 +171,8 @@ def evaluate_predictions(frame: pd.DataFrame, edges=(), threshold: float = 0.5,
         entry["calibration"] = calibration_metrics(y, p, patients, n_boot, seed)
         entry["operating_points"] = operating_points(y, p, patients, vy, vp, targets, n_boot, seed)
         report["tasks"][task] = entry
+    report["display_names"] = {task: display_name(task, names)
+                               for task in list(report["tasks"]) + list(skipped)}
     report["inconsistency"], notes = hierarchy_on_one_scale(frame, list(edges), threshold)
     report["notes"] = [scores_note(frame)] + notes
     report["subgroups"] = {}
@@ -242,12 +245,12 @@ def evaluate_run(run_dir: str, manifest: str | None = None, split: str = "test",
         val_frame = run_predictions(run_dir, None, "val")
     cohorts = {name: graph.cohort_text(name) for name in graph.names}
     report = evaluate_predictions(frame, graph.edges, threshold, val_frame, patient_how, n_boot, seed,
-                                  cohorts, skip_unlabelled, source, by=by)
+                                  cohorts, skip_unlabelled, source, by=by,
+                                  names=display_names(tasks))
     report["notes"] = [scope_note(frame, source, split), scores_note(frame, run.calibration())] \
         + ([other] if other else []) + report["notes"][1:]
     out = out_dir or (run_dir if manifest is None and split == "test"
                       else os.path.join(run_dir, f"eval-{split}"))
-    frame.attrs["display_names"] = display_names(tasks)  # figure titles (roc_plot and others)
     write_report(report, frame, out, f"Evaluation of {os.path.basename(os.path.abspath(run_dir))} "
                                      f"on the {split} split")
     report["out_dir"] = out

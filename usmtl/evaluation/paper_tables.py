@@ -11,7 +11,12 @@ Every table has the paper's six columns (ACC, SE, Prec, SP, F1, AUC); a cell is
 experiment's (by default the paper's mean ± t(0.975, n-1)·SD). With ``paper=True`` each cell
 also shows the published figure of the same role (:mod:`usmtl.paper`): the config's root
 task stands for the paper's malignancy, its first child for ALNM, whatever they are named.
-Each table writes a Markdown file and a CSV with the same cells (paper figures in their own
+
+A row is labelled with the task's display name (the config's ``display_name``, else derived
+from its name: :func:`usmtl.tasks.display_name`), never renamed after the paper; with
+``paper=True`` the caption says which of the paper's tasks each row stands for, and the CSV
+has it in ``paper_task``. Each table writes a Markdown file and a CSV with the same cells
+(the task's name in ``task``, its label in ``display_name``, paper figures in their own
 columns).
 
 Example:
@@ -29,6 +34,7 @@ import math
 import pandas as pd
 
 from usmtl.paper import SOURCE, paper_figure
+from usmtl.tasks import display_name
 
 #: (metric, the paper's column heading), in the paper's column order.
 COLUMNS = (("accuracy", "ACC"), ("sensitivity", "SE"), ("precision", "Prec"),
@@ -37,6 +43,9 @@ VARIANT_NAMES = {"single-bm": "Single-BM", "single-alnm": "Single-ALNM",
                  "multitask": "Multi-Task", "multitask-hl": "Multi-Task + HL",
                  "radiomics": "Radiomics"}
 _PAPER_VARIANT_ORDER = ("radiomics", "single-bm", "single-alnm", "multitask", "multitask-hl")
+#: The paper's tasks (the roles of :func:`paper_role`) as its tables name them.
+PAPER_TASK_NAMES = {"malignancy": "Malignancy", "alnm": "ALNM",
+                    **{f"aln_ge_{k}": f"ALNM >= {k}" for k in (2, 3, 4)}}
 
 
 def _nan(x) -> bool:
@@ -95,8 +104,11 @@ def _intro(title: str, repeats: int | None, interval: str, threshold: float, pap
 
 
 def _rows(summary, tasks, variants, interval, paper_lookup, cohort_of,
-          repeats: int | None = None) -> tuple[list, list]:
-    """(markdown rows, csv records) for the (task, variant) pairs present in the summary."""
+          repeats: int | None = None, names: dict | None = None,
+          roles: dict | None = None) -> tuple[list, list]:
+    """(markdown rows, csv records) for the (task, variant) pairs present in the summary; a
+    row is labelled with the task's display name (``names``), and with ``paper_lookup`` the
+    record names the paper's task of its role (``roles``) in ``paper_task``."""
     md, records = [], []
     for task in tasks:
         for variant in variants:
@@ -104,9 +116,13 @@ def _rows(summary, tasks, variants, interval, paper_lookup, cohort_of,
             if all(v is None for v in cells.values()):
                 continue
             first = next(v for v in cells.values() if v is not None)
-            record = {"task": task, "model": variant_name(variant), "cohort": cohort_of(first),
+            label = display_name(task, names)
+            record = {"task": task, "display_name": label, "model": variant_name(variant),
+                      "cohort": cohort_of(first),
                       **{k: None if _nan(first.get(k)) else int(first[k])
                          for k in ("n_images", "positives")}}
+            if paper_lookup is not None:
+                record["paper_task"] = PAPER_TASK_NAMES.get((roles or {}).get(task), "")
             texts = []
             for metric, heading in COLUMNS:
                 text = format_cell(cells[metric], repeats=repeats)
@@ -119,7 +135,7 @@ def _rows(summary, tasks, variants, interval, paper_lookup, cohort_of,
                 texts.append(text)
             n = first.get("n_images")
             n_text = "-" if _nan(n) else str(int(n))
-            md.append(f"| {task} | {variant_name(variant)} | {record['cohort']} | {n_text} | "
+            md.append(f"| {label} | {variant_name(variant)} | {record['cohort']} | {n_text} | "
                       + " | ".join(texts) + " |")
             records.append(record)
     return md, records
@@ -128,6 +144,14 @@ def _rows(summary, tasks, variants, interval, paper_lookup, cohort_of,
 def _header() -> list[str]:
     return ["| Task | Model | Cohort | n | " + " | ".join(h for _, h in COLUMNS) + " |",
             "|---|---|---|---|" + "---|" * len(COLUMNS)]
+
+
+def role_note(roles: dict, names: dict | None = None) -> str:
+    """The caption's account of which row stands for which of the paper's tasks:
+    ``" (our Malignancy as the paper's Malignancy, our BI-RADS 5 as its ALNM)"``."""
+    parts = [f"our {display_name(task, names)} as the paper's {PAPER_TASK_NAMES[role]}"
+             for task, role in roles.items() if role in PAPER_TASK_NAMES]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def paper_role(tasks: list[str], roots: list[str], first_child: str | None):
@@ -142,7 +166,8 @@ def paper_role(tasks: list[str], roots: list[str], first_child: str | None):
 
 def table3(summary: pd.DataFrame, tasks: list[str], roles: dict, repeats: int,
            interval: str = "paper", threshold: float = 0.5, paper: bool = False,
-           title: str = "Table 3: the four variants") -> tuple[str, pd.DataFrame]:
+           title: str = "Table 3: the four variants",
+           names: dict | None = None) -> tuple[str, pd.DataFrame]:
     """The paper's Table 3 (``(markdown, csv frame)``): a row per task and variant.
 
     Args:
@@ -154,21 +179,25 @@ def table3(summary: pd.DataFrame, tasks: list[str], roles: dict, repeats: int,
         interval: ``paper`` or ``mean`` (which interval the cells show).
         threshold: the probability threshold of the threshold metrics, for the caption.
         paper: add the published figure of each cell.
+        title: the table's heading.
+        names: display names of the rows (the config's, see
+            :func:`usmtl.tasks.display_names`; default: derived from the task names).
     """
     variants = [v for v in _PAPER_VARIANT_ORDER if v in set(summary["variant"])] + \
         [v for v in dict.fromkeys(summary["variant"]) if v not in _PAPER_VARIANT_ORDER]
     lookup = (lambda task, variant, metric: paper_figure(3, roles[task], variant, metric)
               if task in roles else None) if paper else None
-    note = " (our root task as the paper's malignancy, its first child as ALNM)"
     md, records = _rows(summary, tasks, variants, interval, lookup, lambda v: v.get("cohort", "all"),
-                        repeats)
+                        repeats, names, roles)
+    note = role_note(roles, names)
     text = "\n".join(_intro(title, repeats, interval, threshold, paper, note) + _header() + md) + "\n"
     return text, pd.DataFrame(records)
 
 
 def table2(summary: pd.DataFrame, radiomics: pd.DataFrame, delong: dict, tasks: list[str],
            roles: dict, repeats: int, interval: str = "paper", threshold: float = 0.5,
-           paper: bool = False, cnn_variant: str = "multitask-hl") -> tuple[str, pd.DataFrame]:
+           paper: bool = False, cnn_variant: str = "multitask-hl",
+           names: dict | None = None) -> tuple[str, pd.DataFrame]:
     """The paper's Table 2: the CNN against radiomics per task, with DeLong's p between the
     CNN's repeat-averaged scores and the radiomics scores on the same test images
     (``delong``: task -> p)."""
@@ -176,13 +205,13 @@ def table2(summary: pd.DataFrame, radiomics: pd.DataFrame, delong: dict, tasks: 
     lookup = (lambda task, variant, metric: paper_figure(2, roles[task], variant, metric)
               if task in roles else None) if paper else None
     md, records = _rows(both, tasks, ["radiomics", cnn_variant], interval, lookup,
-                        lambda v: v.get("cohort", "all"))
+                        lambda v: v.get("cohort", "all"), names=names, roles=roles)
     lines = _intro("Table 2: CNN against the radiomics baseline", repeats, interval, threshold,
-                   paper) + _header() + md + ["", "| Task | DeLong p (AUC, CNN vs radiomics) |",
-                                              "|---|---|"]
+                   paper, role_note(roles, names)) + _header() + md + [
+        "", "| Task | DeLong p (AUC, CNN vs radiomics) |", "|---|---|"]
     for task in tasks:
         p = delong.get(task)
-        lines.append(f"| {task} | {'-' if _nan(p) else f'{p:.3g}'} |")
+        lines.append(f"| {display_name(task, names)} | {'-' if _nan(p) else f'{p:.3g}'} |")
         for record in records:
             if record["task"] == task:
                 record["delong_p"] = p
@@ -190,22 +219,31 @@ def table2(summary: pd.DataFrame, radiomics: pd.DataFrame, delong: dict, tasks: 
 
 
 def table4(burden: pd.DataFrame, column: str, repeats: int, interval: str = "paper",
-           threshold: float = 0.5, paper: bool = False) -> tuple[str, pd.DataFrame]:
+           threshold: float = 0.5, paper: bool = False,
+           name: str | None = None) -> tuple[str, pd.DataFrame]:
     """The paper's Table 4 from ``burden.csv`` (a row per threshold and model). Threshold
-    k = 1 is the paper's ALNM (Table 2), k >= 2 its ``aln_ge_k``."""
+    k = 1 is the paper's ALNM (Table 2), k >= 2 its ``aln_ge_k``.
+
+    A row is labelled ``<name> >= k`` (``name``: the burden child's display name, as the
+    paper's "ALNM >= 2"; default ``column``); the CSV's ``task`` is the threshold's task in
+    ``burden.csv`` (``alnm_ge2``)."""
     def figure(k, variant, metric):
         return paper_figure(2, "alnm", variant, metric) if k == 1 else \
             paper_figure(4, f"aln_ge_{k}", variant, metric)
 
     md, records = [], []
     for k, group in burden.groupby("threshold", sort=True):
-        task = f"{column} >= {int(k)}"
+        label = f"{name or column} >= {int(k)}"
+        task = group["task"].iloc[0] if "task" in group else label
         summary = group.assign(task=task)
         lookup = (lambda _t, variant, metric, k=int(k): figure(k, variant, metric)) if paper else None
         variants = [v for v in _PAPER_VARIANT_ORDER if v in set(group["variant"])]
-        m, r = _rows(summary, [task], variants, interval, lookup, lambda v: v.get("cohort", "all"))
+        m, r = _rows(summary, [task], variants, interval, lookup, lambda v: v.get("cohort", "all"),
+                     names={task: label}, roles={task: "alnm" if k == 1 else f"aln_ge_{int(k)}"})
         md += m
         records += r
-    intro = _intro(f"Table 4: nodal burden ({column} >= k as separate tasks)", repeats, interval,
-                   threshold, paper, " (k = 1 is the paper's ALNM of Table 2)")
+    title = f"Table 4: nodal burden ({column} >= k as separate tasks" + \
+        (f", a row {name} >= k)" if name else ")")
+    intro = _intro(title, repeats, interval, threshold, paper,
+                   " (k = 1 is the paper's ALNM of Table 2)")
     return "\n".join(intro + _header() + md) + "\n", pd.DataFrame(records)

@@ -23,7 +23,13 @@ from usmtl.evaluation.metrics import METRICS
 from usmtl.evaluation.roc_plot import plot_rocs
 from usmtl.evaluation.tables import (calibration_rows, metrics_rows, operating_point_rows,
                                      subgroup_rows)
-from usmtl.tasks import display_name
+from usmtl.tasks import display_edge, display_name
+
+
+def task_text(report: dict, task: str) -> str:
+    """A task as report.md's tables show it: its display name (the config's ``display_name``
+    carried in ``report["display_names"]``, else derived from the name), ``|`` escaped."""
+    return _cell(display_name(task, report.get("display_names")))
 
 
 def markdown_table(report: dict, level: str = "image") -> str:
@@ -34,7 +40,7 @@ def markdown_table(report: dict, level: str = "image") -> str:
         if values is None:
             continue
         n = entry["n"] if level != "patient" else "-"
-        lines.append(f"| {task} | {entry.get('cohort', 'as labelled')} | {n} | "
+        lines.append(f"| {task_text(report, task)} | {entry.get('cohort', 'as labelled')} | {n} | "
                      f"{entry['positives'] if level != 'patient' else '-'} | "
                      + " | ".join(format_interval(values[m]) for m in METRICS) + " |")
     return "\n".join(lines)
@@ -72,11 +78,12 @@ def _clinical_sections(report: dict, curves: dict | None = None) -> list[str]:
             if "calibration" not in e:
                 continue
             c = e["calibration"]
-            parts.append(f"| {task} | {e.get('cohort', 'as labelled')} | {e['n']} | "
+            parts.append(f"| {task_text(report, task)} | {e.get('cohort', 'as labelled')} | {e['n']} | "
                          + " | ".join(format_interval(c.get(m)) for m in ("brier", "ece", "intercept", "slope"))
                          + " |")
         parts.append("")
-        parts += [f"![Reliability: {task}](reliability_{task}.png)" for task, e in tasks.items()
+        parts += [f"![Reliability: {task_text(report, task)}](reliability_{task}.png)"
+                  for task, e in tasks.items()
                   if "calibration" in e and _both_classes(e)] + [""]
     if any(e.get("operating_points") for e in tasks.values()):
         parts += ["## Operating points", "",
@@ -87,7 +94,7 @@ def _clinical_sections(report: dict, curves: dict | None = None) -> list[str]:
                   "|---|---|---|---|---|---|---|---|"]
         for task, e in tasks.items():
             for point in e.get("operating_points", []):
-                parts.append(f"| {task} | {point['rule']} | {point['chosen_on']} | "
+                parts.append(f"| {task_text(report, task)} | {point['rule']} | {point['chosen_on']} | "
                              f"{_threshold_text(point['threshold'])} | "
                              + " | ".join(format_interval(point.get(m))
                                           for m in ("sensitivity", "specificity", "ppv", "npv"))
@@ -111,16 +118,17 @@ def _clinical_sections(report: dict, curves: dict | None = None) -> list[str]:
                 for column, name in (("model", "model"), ("treat_all", "treat all")):
                     cells = " | ".join(f"{at[column].get(t, math.nan):.3f}"
                                        for t in DECISION_TABLE_THRESHOLDS)
-                    parts.append(f"| {task} | {name} | {cells} |")
+                    parts.append(f"| {task_text(report, task)} | {name} | {cells} |")
             parts.append("")
-        parts += [f"![Decision curve: {task}](decision_curve_{task}.png)" for task in drawn] + [""]
+        parts += [f"![Decision curve: {task_text(report, task)}](decision_curve_{task}.png)"
+                  for task in drawn] + [""]
     for column, per_task in report.get("subgroups", {}).items():
         parts += [f"## Subgroups by {column}", "",
                   f"Rows with no {column} form the group (missing). AUC CIs resample patients "
                   f"within each group; heterogeneity: Cochran's Q over the testable groups' AUCs "
                   f"(inverse DeLong variance weights), I² the share of spread beyond chance.", ""]
         for task, result in per_task.items():
-            parts += [f"### {task}", "",
+            parts += [f"### {task_text(report, task)}", "",
                       "| group | n | pos | patients | AUC | sensitivity | specificity | note |",
                       "|---|---|---|---|---|---|---|---|"]
             for row in result["table"]:
@@ -136,9 +144,14 @@ def _clinical_sections(report: dict, curves: dict | None = None) -> list[str]:
                              f"df = {h['df']}, p = {h['p']:.3g}, I² = {100 * h['i2']:.0f}%.")
             else:
                 parts.append(f"\nHeterogeneity: not testable ({h['k']} testable group(s)).")
-            parts += ["", f"![AUC of {task} by {column}](forest_{safe_name(column)}_{task}.png)"
+            parts += ["", f"![AUC of {task_text(report, task)} by {column}](forest_{safe_name(column)}_{task}.png)"
                       if h["k"] else "", ""]  # plot_forest draws no plot without a testable group
     return parts
+
+
+def _ci_text(n_boot: int) -> str:
+    return (f"95% CIs from {n_boot} bootstrap resamples of patients" if n_boot > 0
+            else "no CIs (--bootstrap 0)")
 
 
 def markdown_report(report: dict, title: str, curves: dict | None = None) -> str:
@@ -146,14 +159,13 @@ def markdown_report(report: dict, title: str, curves: dict | None = None) -> str
     (``{task: decision curve}``) adds a net-benefit table."""
     parts = [f"# {title}", "",
              f"{report['n_images']} images of {report['n_patients']} patients. Threshold "
-             f"{report['threshold']}; 95% CIs from {report['bootstrap']} bootstrap resamples of "
-             f"patients. Each task is scored within its cohort (n images with a known label).",
+             f"{report['threshold']}; {_ci_text(report['bootstrap'])}. Each task is scored within its cohort (n images with a known label).",
              ""] + [f"- {note}" for note in report.get("notes", [])] + [
              "", "## Image level", "", markdown_table(report, "image"), "",
              f"## Patient level (score = {report['patient_aggregation']} of a patient's images)",
              "", markdown_table(report, "patient"), ""]
     if any("image_youden" in e for e in report["tasks"].values()):
-        thresholds = ", ".join(f"{t}: {cell(e['youden_threshold'])}" for t, e in
+        thresholds = ", ".join(f"{task_text(report, t)}: {cell(e['youden_threshold'])}" for t, e in
                                report["tasks"].items() if "youden_threshold" in e)
         parts += ["## Image level at the Youden threshold chosen on validation", "",
                   f"Thresholds: {thresholds}", "", markdown_table(report, "image_youden"), ""]
@@ -163,13 +175,15 @@ def markdown_report(report: dict, title: str, curves: dict | None = None) -> str
                   "Hard: child >= threshold while parent < threshold. Soft: child score above "
                   "parent score.", "", "| edge | n | hard | soft |", "|---|---|---|---|"]
         for edge, r in report["inconsistency"].items():
-            parts.append(f"| {edge} | {r['n']} | {r['hard']:.3f} ({r['hard_count']}) | "
+            edge_text = _cell(display_edge(edge, report.get("display_names")))
+            parts.append(f"| {edge_text} | {r['n']} | {r['hard']:.3f} ({r['hard_count']}) | "
                          f"{r['soft']:.3f} ({r['soft_count']}) |")
         parts.append("")
     if report.get("skipped_tasks"):
         parts += ["## Tasks not scored", "",
                   "Skipped on request (--skip-unlabelled): they have no labels.", ""]
-        parts += [f"- {task}: {why}" for task, why in report["skipped_tasks"].items()] + [""]
+        parts += [f"- {task_text(report, task)}: {why}"
+                  for task, why in report["skipped_tasks"].items()] + [""]
     parts += ["![ROC curves](roc_all.png)", ""]
     return "\n".join(parts)
 
@@ -186,7 +200,10 @@ def write_report(report: dict, frame: pd.DataFrame, out_dir: str, title: str) ->
     os.makedirs(out_dir, exist_ok=True)
     write_json_atomic(os.path.join(out_dir, "metrics.json"), report)
     write_csv_atomic(os.path.join(out_dir, "metrics.csv"), metrics_rows(report))
-    plot_rocs(frame, out_dir)
+    names = report.get("display_names")
+    if names:  # the figures' titles (reliability, decision curves) read them from the frame
+        frame.attrs["display_names"] = names
+    plot_rocs(frame, out_dir, names=names, n_boot=report["bootstrap"])
     tasks = list(report["tasks"])
     if any("calibration" in e for e in report["tasks"].values()):
         write_csv_atomic(os.path.join(out_dir, "calibration.csv"), calibration_rows(report))
@@ -204,5 +221,5 @@ def write_report(report: dict, frame: pd.DataFrame, out_dir: str, title: str) ->
         for task, result in per_task.items():
             plot_forest(pd.DataFrame(result["table"]), task, column,
                         os.path.join(out_dir, f"forest_{safe_name(column)}_{task}.png"),
-                        display_name(task, frame.attrs.get("display_names")))
+                        display_name(task, names))
     write_text_atomic(os.path.join(out_dir, "report.md"), markdown_report(report, title, curves))

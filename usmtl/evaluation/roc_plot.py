@@ -4,7 +4,8 @@ one with every task.
 
 The band is pointwise: at each false-positive rate, the 2.5th and 97.5th percentiles of the
 true-positive rate over resamples of patients (all images of a drawn patient come along, as
-in :func:`usmtl.evaluation.stats.patient_bootstrap_ci`).
+in :func:`usmtl.evaluation.stats.patient_bootstrap_ci`). Its resample count is the report's
+(``usmtl evaluate --bootstrap N``), stated in the legend; with 0 no band is drawn.
 
 Example:
     >>> from usmtl.evaluation.roc_plot import roc_band
@@ -54,11 +55,30 @@ def roc_band(y, score, patient_ids, n_boot: int = 200, seed: int = 0, level: flo
     return GRID, np.percentile(curves, tail, axis=0), np.percentile(curves, 100 - tail, axis=0)
 
 
+def band_label(n_boot: int) -> str:
+    """The band's legend entry, with its resample count; with none, that no band is drawn.
+
+    Example:
+        >>> band_label(1000), band_label(0)
+        ('95% CI (1000 patient resamples)', 'no CI band (0 bootstrap resamples)')
+    """
+    return (f"95% CI ({n_boot} patient resamples)" if n_boot > 0
+            else "no CI band (0 bootstrap resamples)")
+
+
 def plot_rocs(frame: pd.DataFrame, out_dir: str, names: dict | None = None,
               n_boot: int = 200) -> list[str]:
     """One ROC figure per task with both classes (``roc_<task>.png``, plus the other
     formats of :func:`~usmtl.evaluation.figures.figure_settings`) and ``roc_all.png``;
-    returns the PNG paths. ``names``: display names (default: derived from task names)."""
+    returns the PNG paths.
+
+    Args:
+        frame: predictions (``p_<task>``, ``y_<task>``, ``patient_id``).
+        out_dir: the figures' folder.
+        names: display names (default: ``frame.attrs["display_names"]``, else derived).
+        n_boot: patient resamples of the band (``usmtl evaluate --bootstrap``, stated in
+            the legend); 0 draws no band and the legend says so.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,10 +100,13 @@ def plot_rocs(frame: pd.DataFrame, out_dir: str, names: dict | None = None,
         fpr, tpr, _ = roc_curve(y[known], p[known])
         auc = binary_metrics(y, p)["auc"]
         n, positives = int(known.sum()), int(np.sum(y[known] == 1))
-        grid, low, high = roc_band(y[known], p[known], patients.to_numpy()[known], n_boot)
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        ax.fill_between(grid, low, high, color="C0", alpha=0.2, linewidth=0,
-                        label="95% CI (patient bootstrap)")
+        if n_boot > 0:
+            grid, low, high = roc_band(y[known], p[known], patients.to_numpy()[known], n_boot)
+            ax.fill_between(grid, low, high, color="C0", alpha=0.2, linewidth=0,
+                            label=band_label(n_boot))
+        else:
+            ax.plot([], [], " ", label=band_label(n_boot))  # a legend line without a mark
         ax.plot(fpr, tpr, color="C0", label=f"AUC {auc:.3f}")
         ax_all.plot(fpr, tpr, label=f"{title} (AUC {auc:.3f}, n={n})")
         ax.plot([0, 1], [0, 1], ":", color="grey")

@@ -103,12 +103,17 @@ def _side(row, side: str) -> str:
                             "ci_high": row[f"{side}_ci_high"]})
 
 
-def markdown(table: pd.DataFrame, run_dir: str, external: str, notes: list[str]) -> str:
+def markdown(table: pd.DataFrame, run_dir: str, external: str, notes: list[str],
+             names: dict | None = None) -> str:
+    """validation.md: per task (by its display name, ``names`` as
+    :func:`usmtl.tasks.display_name` takes them) the internal and external figures."""
+    from usmtl.tasks import display_name
+
     parts = [f"# External validation of {os.path.basename(os.path.abspath(run_dir))}", "",
              f"Internal: the run's test split. External: every row of {external}.", ""]
     parts += [f"- {note}" for note in notes] + [""]
     for task, rows in table.groupby("task", sort=False):
-        parts += [f"## {task}", "", "| figure | internal test | external | change |",
+        parts += [f"## {display_name(task, names)}", "", "| figure | internal test | external | change |",
                   "|---|---|---|---|"]
         for _, r in rows.iterrows():
             if r["figure"] == "n (positives)":
@@ -190,10 +195,12 @@ def validate(run_dir: str, external: str, out_dir: str, threshold: float = 0.5,
     from usmtl.evaluation.run_scores import run_predictions
     from usmtl.predict import predict
     from usmtl.run import Run, write_csv_atomic, write_json_atomic, write_text_atomic
-    from usmtl.tasks import TaskGraph
+    from usmtl.evaluation.tables import with_display_names
+    from usmtl.tasks import TaskGraph, display_names
 
     run = Run.open(run_dir)
     graph = TaskGraph.from_config(run.config().tasks)
+    names = display_names(run.config().tasks)
     cohorts = {name: graph.cohort_text(name) for name in graph.names}
     _refuse_unlabelled_early(graph, external, skip_unlabelled)  # before minutes of predicting
     val = run_predictions(run_dir, None, "val")
@@ -203,7 +210,8 @@ def validate(run_dir: str, external: str, out_dir: str, threshold: float = 0.5,
     for name, frame in frames.items():
         source = f"{external} (external)" if name == "external" else f"{run_dir} (test split)"
         reports[name] = evaluate_predictions(frame, graph.edges, threshold, val, "mean", n_boot,
-                                             seed, cohorts, skip_unlabelled, source)
+                                             seed, cohorts, skip_unlabelled, source, names=names)
+        frame.attrs["display_names"] = names  # figure titles
     os.makedirs(out_dir, exist_ok=True)
     notes = [f"External rows: all {len(frames['external'])} rows of the manifest "
              f"({frames['external']['patient_id'].nunique()} patients) are evaluated: an external "
@@ -225,8 +233,9 @@ def validate(run_dir: str, external: str, out_dir: str, threshold: float = 0.5,
     for task in table["task"].unique():
         plot_reliability_pair({n: f[f[f"y_{task}"].notna()] for n, f in frames.items()}, task,
                               os.path.join(out_dir, f"reliability_{task}.png"))
-    write_csv_atomic(os.path.join(out_dir, "validation.csv"), table)
-    write_text_atomic(os.path.join(out_dir, "validation.md"), markdown(table, run_dir, external, notes))
+    write_csv_atomic(os.path.join(out_dir, "validation.csv"), with_display_names(table, names))
+    write_text_atomic(os.path.join(out_dir, "validation.md"),
+                      markdown(table, run_dir, external, notes, names))
     result = {"internal": reports["internal test"], "external": reports["external"],
               "rows": table.to_dict("records"), "notes": notes, "out_dir": out_dir}
     write_json_atomic(os.path.join(out_dir, "validation.json"),
