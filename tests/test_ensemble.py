@@ -132,3 +132,10 @@ def test_ensemble_cli_and_export_with_parity(trained_run, phantoms, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "x" / "parity.json").read_text())
     assert report["passed"] and set(report["outputs"]) == {"malignancy", "alnm", "aln_ge_2"}
+
+
+def test_explain_refuses_an_ensemble_by_name(ensembles, phantoms):
+    _, same, _ = ensembles
+    result = invoke("explain", same, phantoms, "--task", "malignancy", "--out", f"{same}-cams")
+    assert result.exit_code == 2 and "is an ensemble of 2 models" in result.output
+    assert "Traceback" not in result.output

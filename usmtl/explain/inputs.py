@@ -179,4 +179,10 @@ def keras_run(run: str):
     from usmtl.formats import open_model
 
     opened = open_model(run)
-    return opened.keras_model("Grad-CAM needs a Keras model"), opened.cfg
+    runtime = opened.require_keras("Grad-CAM needs a Keras model").model
+    members = getattr(runtime, "members", None)
+    if members is not None:  # an ensemble: one heatmap per network, not of their average
+        raise UsmtlError(f"{run} is an ensemble of {len(members)} models; Grad-CAM explains one "
+                         f"network: explain a member (they are listed in its ensemble.json). "
+                         f"Received: {run}")
+    return runtime.keras, opened.cfg
