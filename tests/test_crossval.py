@@ -191,6 +191,8 @@ def test_cv_markdown_and_rerun_reuses_every_run(cv_run, small, capsys):
     again = run_cv(cfg, str(small), str(out), cv=2, repeats=2, variants=["multitask-hl"],
                    tta="flip", n_boot=50)
     assert capsys.readouterr().out.count("reused") == 4
+    run = out / "runs" / "multitask-hl" / "fold-1" / "repeat-1"
+    assert (run / "test-tta-flip_predictions.csv").is_file()  # the flipped scores are cached
     pd.testing.assert_frame_equal(again["summary"], result["summary"])
 
 

@@ -33,19 +33,19 @@ import numpy as np
 import pandas as pd
 
 from usmtl.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
-from usmtl.config import VARIANTS, ExperimentConfig, apply_variant, config_from_dict, config_to_dict, save_config
+from usmtl.config import VARIANTS, ExperimentConfig, apply_variant, save_config
 from usmtl.data.folds import FOLDS_FILE, fold_order, fold_split, load_folds, resolve_folds, save_folds
 from usmtl.data.splits import SPLIT_FILE, load_split, patient_strata, save_split
 from usmtl.errors import UsmtlError
 from usmtl.evaluation import stats
 from usmtl.evaluation.ensemble import check_rule, check_tta, ensemble_frame
 from usmtl.evaluation.metrics import METRICS, binary_metrics, roc_auc
+from usmtl.experiment import EXPERIMENT_CONFIG, check_saved_config
 
 CV_FILE = "cv.json"
-EXPERIMENT_CONFIG = "experiment.yaml"
 
 
-def _fold_table(cfg: ExperimentConfig, manifest_path: str, folds, cv) -> dict[str, str]:
+def _fold_table(cfg: ExperimentConfig, manifest_path: str, folds, cv) -> tuple[dict, dict]:
     from usmtl.data.manifest import read_manifest
     from usmtl.tasks import Task, task_labels
 
@@ -57,20 +57,12 @@ def _fold_table(cfg: ExperimentConfig, manifest_path: str, folds, cv) -> dict[st
 
 def _prepare(cfg: ExperimentConfig, manifest: str, out_dir: str, folds, cv) -> dict[str, str]:
     """Write (or check) the config, the fold table and each fold's split; the split paths."""
-    import yaml
-
     table, strata = _fold_table(cfg, manifest, folds, cv)
     config_path, folds_path = (os.path.join(out_dir, n) for n in (EXPERIMENT_CONFIG, FOLDS_FILE))
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            saved = config_to_dict(config_from_dict(yaml.safe_load(f)))
-        if saved != config_to_dict(cfg):
-            raise UsmtlError(f"{out_dir} holds an experiment with another config; use a new "
-                             f"--out or the same config. Received: a config that differs from "
-                             f"{config_path}")
-        if os.path.isfile(folds_path) and load_folds(folds_path) != table:
-            raise UsmtlError(f"{out_dir} was cross-validated on other folds; use a new --out. "
-                             f"Received: folds that differ from {folds_path}")
+    if check_saved_config(cfg, out_dir) and os.path.isfile(folds_path) \
+            and load_folds(folds_path) != table:
+        raise UsmtlError(f"{out_dir} was cross-validated on other folds; use a new --out. "
+                         f"Received: folds that differ from {folds_path}")
     os.makedirs(out_dir, exist_ok=True)
     if not os.path.isfile(config_path):
         save_config(cfg, config_path)
@@ -146,28 +138,19 @@ def run_cv(cfg: ExperimentConfig, manifest: str, out_dir: str, folds: str | None
         run_cfg.train.seed = cfg.train.seed + k - 1
         run_dir = os.path.join(out_dir, "runs", variant, f"fold-{fold}", f"repeat-{k}")
         result, what = fit_or_resume(run_cfg, manifest, run_dir, splits[fold], verbose=verbose)
-        frames[(variant, fold, k)] = _predictions(run_dir, tta, rule)
+        frames[(variant, fold, k)] = _predictions(run_dir, tta)
         print(f"[{i}/{len(plan)}] {variant} fold {fold} repeat {k}: {what} "
               f"({result.seconds:.0f} s)", flush=True)
     return write_cv_tables(out_dir, frames, cfg, list(splits), repeats, variants, tta, rule, n_boot)
 
 
-def _predictions(run_dir: str, tta: str, rule: str) -> dict[str, pd.DataFrame]:
-    """``{tta: test predictions}`` of one run: plain (cached by the run), and flipped."""
+def _predictions(run_dir: str, tta: str) -> dict[str, pd.DataFrame]:
+    """``{tta: test predictions}`` of one run, plain and flipped, each cached by the run."""
     from usmtl.evaluation.evaluate import run_predictions
-    from usmtl.predict import predict
-    from usmtl.run import Run
 
-    plain = run_predictions(run_dir, None, "test", calibrated=False)
-    out = {"none": plain}
-    if tta == "flip":
-        run = Run.open(run_dir)
-        flip = predict(run_dir, run.manifest_path, split="test", calibrated=False, tta="flip")
-        if list(flip["image"]) != list(plain["image"]):
-            raise UsmtlError(f"{run_dir}: the flipped predictions cover other images than the "
-                             f"cached ones. Received: {len(flip)} and {len(plain)} rows")
-        out["flip"] = flip
-    return out
+    views = ("none", "flip") if tta == "flip" else ("none",)
+    return {view: run_predictions(run_dir, None, "test", calibrated=False, tta=view)
+            for view in views}
 
 
 def _members(frames, variant, fold, repeats, tta, rule, edges):

@@ -55,33 +55,41 @@ from usmtl.tasks import TaskGraph, display_edge, display_name, display_names
 EXPERIMENT_CONFIG = "experiment.yaml"
 
 
+def check_saved_config(cfg: ExperimentConfig, out_dir: str) -> bool:
+    """Whether ``out_dir`` holds an experiment's saved config; an error when it is another
+    (compared through the dataclasses: keys added since, at their defaults, are no change)."""
+    import yaml
+
+    config_path = os.path.join(out_dir, EXPERIMENT_CONFIG)
+    if not os.path.isfile(config_path):
+        return False
+    with open(config_path) as f:
+        saved = yaml.safe_load(f)
+    try:
+        saved = config_to_dict(config_from_dict(saved))
+    except UsmtlError:
+        pass
+    if saved != config_to_dict(cfg):
+        raise UsmtlError(f"{out_dir} holds an experiment with another config; use a new --out "
+                         f"or the same config. Received: a config that differs from "
+                         f"{config_path}")
+    return True
+
+
 def _prepare_directory(cfg: ExperimentConfig, manifest: str, out_dir: str,
                        split_file: str | None) -> str:
     """Save the config and the one split of the experiment (or check the saved ones)."""
-    import yaml
-
     from usmtl.data.prepare import prepare_data
     from usmtl.data.splits import load_split
 
-    config_path = os.path.join(out_dir, EXPERIMENT_CONFIG)
     split_path = os.path.join(out_dir, SPLIT_FILE)
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            saved = yaml.safe_load(f)
-        try:  # through the dataclasses: keys added since, at their defaults, are no change
-            saved = config_to_dict(config_from_dict(saved))
-        except UsmtlError:
-            pass
-        if saved != config_to_dict(cfg):
-            raise UsmtlError(f"{out_dir} holds an experiment with another config; use a new --out "
-                             f"or the same config. Received: a config that differs from "
-                             f"{config_path}")
+    if check_saved_config(cfg, out_dir):
         prepare_data(cfg, manifest, split_path)  # the manifest must still fit the split
         return split_path
     data = prepare_data(cfg, manifest, split_file)
     os.makedirs(out_dir, exist_ok=True)
     save_split(load_split(split_file) if split_file else data.split, split_path)
-    save_config(cfg, config_path)
+    save_config(cfg, os.path.join(out_dir, EXPERIMENT_CONFIG))
     return split_path
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from usmtl.config import ExperimentConfig
 from usmtl.errors import UsmtlError
 from usmtl.formats import open_model  # the one door, re-exported: .model, .cfg, .run_dir
 
@@ -44,16 +43,6 @@ def parse_box(text: str):
     if box.is_empty:
         raise UsmtlError(f"--box is empty. Received: {text!r}")
     return box
-
-
-def predict_arrays(model, cfg: ExperimentConfig, paths, boxes, batch_size: int = 32) -> dict:
-    """``{task: probabilities}`` for image files and their boxes; ``model`` is the runtime of
-    an opened model (:func:`open_model`), or a Keras model."""
-    if not hasattr(model, "predict_files"):  # a bare keras.Model
-        from usmtl.formats.keras_run import KerasModel
-
-        model = KerasModel(model, cfg, "")
-    return model.predict_files(paths, boxes, cfg.data, batch_size)
 
 
 def predict(model_path: str, input_path: str, box: str | None = None, split: str | None = None,
@@ -96,7 +85,7 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
     from usmtl.data.crops import Crops
     from usmtl.data.manifest import read_manifest
     from usmtl.data.splits import select_split_rows
-    from usmtl.evaluation.ensemble import MEMBER_PREFIX, check_tta, predict_with_tta
+    from usmtl.evaluation.ensemble import check_tta, member_column, predict_with_tta
     from usmtl.evaluation.predictions import predictions_frame
     from usmtl.evaluation.calibration_maps import apply_calibration
     from usmtl.run import Run
@@ -144,5 +133,5 @@ def predict(model_path: str, input_path: str, box: str | None = None, split: str
                               labels, graph.edges)
     for k, member in enumerate(members or (), start=1):
         for task, values in member.items():
-            frame[f"{MEMBER_PREFIX}{k}_{task}"] = values
+            frame[member_column(k, task)] = values
     return apply_calibration(frame, opened.calibration if calibrated else None, graph.edges)

@@ -31,6 +31,11 @@ TTA_CHOICES = ("none", "flip")
 MEMBER_PREFIX = "member"  # member columns: member<k>_<task> (not p_, so not read as a task)
 
 
+def member_column(k, task: str) -> str:
+    """The predictions CSV's column of ensemble member ``k``'s score for ``task``."""
+    return f"{MEMBER_PREFIX}{k}_{task}"
+
+
 def check_rule(rule: str) -> str:
     if rule not in ENSEMBLE_RULES:
         raise UsmtlError(f"The ensemble rule must be one of {list(ENSEMBLE_RULES)}. "
@@ -100,7 +105,7 @@ def ensemble_frame(frames, rule: str = "mean", names=None, edges=()) -> pd.DataF
     for task in tasks:
         out[f"p_{task}"] = combine([f[f"p_{task}"] for f in frames], rule)
         for name, frame in zip(names, frames):
-            out[f"{MEMBER_PREFIX}{name}_{task}"] = frame[f"p_{task}"].to_numpy()
+            out[member_column(name, task)] = frame[f"p_{task}"].to_numpy()
     if "hierarchy_violation" in out:
         flags, which, excess = violations({t: out[f"p_{t}"].to_numpy() for t in tasks}, edges)
         out["hierarchy_violation"], out["violated_edges"] = flags.astype(int), which

@@ -21,11 +21,12 @@ from usmtl.evaluation.scope import require_model
 
 
 def run_predictions(run_dir: str, manifest: str | None = None, split: str = "test",
-                    calibrated: bool = True) -> pd.DataFrame:
-    """Predictions of a run on one split of its manifest (cached as ``<split>_predictions.csv``
-    when the run's own manifest is used; redone when :meth:`usmtl.run.Run.stale_predictions`
-    says), with the run's recalibration applied when it has one
-    (``usmtl calibrate``; the cache holds the raw scores)."""
+                    calibrated: bool = True, tta: str = "none") -> pd.DataFrame:
+    """Predictions of a run on one split of its manifest (cached as ``<split>_predictions.csv``,
+    with test-time augmentation ``<split>-tta-<tta>_predictions.csv``, when the run's own
+    manifest is used; redone when :meth:`usmtl.run.Run.stale_predictions` says), with the
+    run's recalibration applied when it has one (``usmtl calibrate``; the cache holds the raw
+    scores)."""
     from usmtl.evaluation.calibration_maps import apply_calibration
     from usmtl.run import Run, write_csv_atomic
     from usmtl.tasks import TaskGraph
@@ -33,8 +34,9 @@ def run_predictions(run_dir: str, manifest: str | None = None, split: str = "tes
     run = Run.open(run_dir)
     run_manifest = run.manifest_path
     own = manifest is None or os.path.abspath(manifest) == run_manifest
-    cache = run.predictions_path(split)
-    stale = run.stale_predictions(split) if own else None
+    key = split if tta == "none" else f"{split}-tta-{tta}"  # the cache's name
+    cache = run.predictions_path(key)
+    stale = run.stale_predictions(key) if own else None
     if own and stale is None:
         frame = read_predictions(cache)
     else:
@@ -43,10 +45,10 @@ def run_predictions(run_dir: str, manifest: str | None = None, split: str = "tes
         if own and os.path.isfile(cache):
             require_model(run, cache, stale)
             print(f"Note: predicting the {split} split again: {stale}", file=sys.stderr)
-        frame = predict(run_dir, manifest or run_manifest, split=split, calibrated=False)
+        frame = predict(run_dir, manifest or run_manifest, split=split, calibrated=False, tta=tta)
         if own:
             write_csv_atomic(cache, frame)
-            run.write_predictions_stamp(split)
+            run.write_predictions_stamp(key)
     edges = TaskGraph.from_config(run.config().tasks).edges
     return apply_calibration(frame, run.calibration() if calibrated else None, edges)
 
